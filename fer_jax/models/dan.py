@@ -1,0 +1,124 @@
+"""DAN: Distract Your Attention, multi-head cross attention (Wen et al., 2023, arXiv 2109.07270).
+
+Re-expresses yaoing/DAN:networks/dan.py (`DAN`, `CrossAttentionHead`, `SpatialAttention`,
+`ChannelAttention`); facts in shared/reference/dan.md.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, torch_linear_init
+from fer_jax.models.resnet import STAGE_SIZES, ResNet
+
+# Head Linears are initialised N(0, 0.001^2) with zero bias (CrossAttentionHead.init_weights).
+_head_linear = functools.partial(nn.Dense, kernel_init=nn.initializers.normal(0.001),
+                                 bias_init=nn.initializers.zeros)
+
+
+class ConvBN(nn.Module):
+    """`Sequential(Conv2d(bias=True), BatchNorm2d)`: children "0" and "1"."""
+
+    features: int
+    kernel: tuple[int, int]
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        pad = tuple((k // 2, k // 2) for k in self.kernel)
+        x = nn.Conv(self.features, self.kernel, padding=pad, kernel_init=kaiming_normal_fan_out,
+                    bias_init=nn.initializers.zeros, dtype=self.dtype, name="0")(x)
+        return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="1")(x, train=train)
+
+
+class SpatialAttention(nn.Module):
+    """1x1 reduction, then 3x3 + 1x3 + 3x1 branches added and ReLU'd, channel-*summed* to one map."""
+
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        branch = functools.partial(ConvBN, axis_name=self.axis_name, dtype=self.dtype)
+        y = branch(256, (1, 1), name="conv1x1")(x, train=train)
+        y = nn.relu(branch(512, (3, 3), name="conv_3x3")(y, train=train)
+                    + branch(512, (1, 3), name="conv_1x3")(y, train=train)
+                    + branch(512, (3, 1), name="conv_3x1")(y, train=train))
+        # upstream quirk: a sum (not a mean) over 512 channels, so the map scales with the width.
+        return x * jnp.sum(y, axis=-1, keepdims=True)
+
+
+class ChannelGate(nn.Module):
+    """`attention = Sequential(Linear(512, 32), BatchNorm1d(32), ReLU, Linear(32, 512), Sigmoid)`."""
+
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, v: jax.Array, *, train: bool) -> jax.Array:
+        a = _head_linear(32, dtype=self.dtype, name="0")(v)
+        a = nn.relu(BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="1")(a, train=train))
+        return nn.sigmoid(_head_linear(512, dtype=self.dtype, name="3")(a))
+
+
+class ChannelAttention(nn.Module):
+    """Global average pool, then a sigmoid gate that multiplies the *pooled* vector (not the map)."""
+
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        pooled = jnp.mean(x, axis=(1, 2))
+        return pooled * ChannelGate(self.axis_name, self.dtype, name="attention")(pooled, train=train)
+
+
+class CrossAttentionHead(nn.Module):
+    """Spatial attention followed by channel attention; returns a [B, 512] vector."""
+
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        sa = SpatialAttention(self.axis_name, self.dtype, name="sa")(x, train=train)
+        return ChannelAttention(self.axis_name, self.dtype, name="ca")(sa, train=train)
+
+
+class DAN(nn.Module):
+    """DAN (yaoing/DAN:networks/dan.py `DAN`), NHWC.
+
+    Returns `(out, feat, heads)` like upstream's forward: logits after BatchNorm1d [B, num_class], the
+    ResNet18 layer4 map [B, 7, 7, 512] (NHWC), and the head vectors [B, num_head, 512] after the
+    log-softmax over the head axis (skipped when num_head == 1).
+    """
+
+    num_class: int = 7
+    num_head: int = 4
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+        feat = ResNet(STAGE_SIZES["resnet18"], num_classes=None, child_names="sequential",
+                      axis_name=self.axis_name, dtype=self.dtype, name="features")(x, train=train)
+        heads = jnp.stack([
+            CrossAttentionHead(self.axis_name, self.dtype, name=f"cat_head{i}")(feat, train=train)
+            for i in range(self.num_head)
+        ], axis=1)
+        if self.num_head > 1:
+            # upstream quirk: log_softmax across the *head* axis, then a sum over heads (kept: the
+            # partition loss is defined on these values and the released weights were trained with it).
+            heads = jax.nn.log_softmax(heads, axis=1)
+        self.sow("intermediates", "heads", heads)
+        init = torch_linear_init(512)
+        out = nn.Dense(self.num_class, kernel_init=init, bias_init=init, dtype=self.dtype,
+                       name="fc")(jnp.sum(heads, axis=1))
+        out = BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn")(out, train=train)
+        return out, feat, heads
