@@ -31,7 +31,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-    def __init__(self, layers: Sequence[int], num_classes: int = 1000):
+    def __init__(self, layers: Sequence[int], num_classes: int | None = 1000):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -44,17 +44,20 @@ class ResNet(nn.Module):
             setattr(self, f"layer{k}", nn.Sequential(*mods))
             inplanes = planes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, num_classes)
+        if num_classes is not None:  # None: the backbone form, a torchvision ResNet without its fc
+            self.fc = nn.Linear(512, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        if not hasattr(self, "fc"):
+            return x
         return self.fc(self.avgpool(x).flatten(1))
 
 
-def resnet18(num_classes: int = 1000) -> ResNet:
+def resnet18(num_classes: int | None = 1000) -> ResNet:
     return ResNet((2, 2, 2, 2), num_classes)
 
 
-def resnet34(num_classes: int = 1000) -> ResNet:
+def resnet34(num_classes: int | None = 1000) -> ResNet:
     return ResNet((3, 4, 6, 3), num_classes)

@@ -1,0 +1,135 @@
+"""Converted-model directories: Flax variables in Orbax plus a JSON metadata file. No torch needed.
+
+Layout of a directory written by `porting/convert.py`:
+
+    DIR/fer_jax.json   {"format", "arch", "hparams", "source", "container", "num_batches_tracked",
+                        "report", "parity", ...}
+    DIR/variables/     Orbax StandardCheckpointer tree {"params": ..., "batch_stats": ...}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import linen as nn
+
+from fer_jax import models
+from fer_jax.errors import CheckpointError
+
+FORMAT = "fer-jax-pretrained/1"
+METADATA = "fer_jax.json"
+VARIABLES = "variables"
+
+
+def example_input(arch: str, batch: int = 1, dtype: Any = jnp.float32) -> jax.ShapeDtypeStruct:
+    """An abstract NHWC input of the upstream size for `arch`."""
+    h, w = models.REGISTRY[arch].image_size
+    return jax.ShapeDtypeStruct((batch, h, w, 3), dtype)
+
+
+def abstract_variables(module: nn.Module, arch: str, dtype: Any = jnp.float32) -> Any:
+    """Shapes and dtypes of `module`'s variables, computed without allocating them."""
+    x = example_input(arch, 1, dtype)
+    return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype), train=False))
+
+
+def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
+    """Reads and checks `fer_jax.json` of a converted-model directory.
+
+    Raises:
+      CheckpointError: the directory or its metadata is missing or not a fer-jax model.
+    """
+    path = os.path.join(directory, METADATA)
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no converted model at {directory} (run porting/convert.py first)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{directory} is not a fer-jax model directory (no {METADATA})") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path} is damaged ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("arch") not in models.REGISTRY:
+        raise CheckpointError(f"{path}: unsupported format {meta.get('format')!r} / arch {meta.get('arch')!r}")
+    return meta
+
+
+def load_pretrained(directory: str | os.PathLike, **module_overrides: Any) -> tuple[nn.Module, dict]:
+    """Loads a converted model: `module.apply(variables, images_nhwc, train=False)` then runs it.
+
+    Args:
+      directory: written by `porting/convert.py` (or `save_pretrained`).
+      **module_overrides: module attributes to change, e.g. `dtype=jnp.bfloat16` or `axis_name="batch"`.
+
+    Returns:
+      (Flax module, variables {"params": ..., "batch_stats": ...}).
+
+    Raises:
+      CheckpointError: the directory is not a readable fer-jax model.
+    """
+    meta = read_metadata(directory)
+    module = models.create(meta["arch"], **{**meta["hparams"], **module_overrides})
+    target = abstract_variables(module, meta["arch"])
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore(os.path.abspath(os.path.join(directory, VARIABLES)), target)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{directory}: variables do not match {meta['arch']} "
+                              f"{meta['hparams']} ({str(e).splitlines()[0][:200]})") from None
+    return module, variables
+
+
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
+    """Yields a temporary sibling directory that becomes `directory` only if the block succeeds.
+
+    Raises:
+      CheckpointError: `directory` exists and `overwrite` is False.
+    """
+    directory = os.path.abspath(directory)
+    if os.path.exists(directory) and not overwrite:
+        raise CheckpointError(f"{directory} already exists; choose another --out or pass --overwrite")
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".tmp-", dir=parent)
+    try:
+        yield tmp
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+
+
+def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, Any], variables: Any,
+                    metadata: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+    """Writes a converted-model directory atomically (nothing is left behind on failure).
+
+    Args:
+      directory: destination; must not exist unless `overwrite`.
+      arch: registry name.
+      hparams: constructor hyperparameters (JSON-able).
+      variables: {"params": ..., "batch_stats": ...} of numpy or jax arrays.
+      metadata: extra JSON-able entries (source, report, parity, ...).
+      overwrite: replace an existing directory.
+    """
+    meta = {"format": FORMAT, "arch": arch, "hparams": hparams, **(metadata or {})}
+    with atomic_directory(directory, overwrite) as tmp:
+        tree = jax.tree.map(np.asarray, variables)
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(os.path.join(tmp, VARIABLES), tree)
+            ckptr.wait_until_finished()
+        with open(os.path.join(tmp, METADATA), "w") as f:
+            json.dump(meta, f, indent=2, sort_keys=False)
+            f.write("\n")

@@ -1,0 +1,109 @@
+"""Finding the weights inside an upstream checkpoint container.
+
+Upstream files wrap their state_dict differently (shared/reference/checkpoints.md): DAN under
+`model_state_dict`, the MS-Celeb ResNet18, Emotion-FAN, FERAtt, FAER and MFTN under `state_dict`,
+official ConvNeXt files under `model`, some files bare. DataParallel prefixes every key with `module.`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_jax.errors import CheckpointError
+from porting.safe_load import describe
+
+# Where upstream containers keep the model weights, in the order we look.
+WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
+PREFIXES = ("module.",)
+
+
+@dataclasses.dataclass
+class Container:
+    """The weights of a checkpoint and what surrounded them.
+
+    Attributes:
+      state_dict: key -> numpy array (a copy, detached from torch), prefix stripped.
+      weights_key: the top-level entry holding the weights (None for a bare state_dict).
+      prefix: the prefix stripped from every key ('' if none).
+      extras: other top-level entries, as JSON-able values (numbers, strings, dicts) or descriptions.
+    """
+
+    state_dict: dict[str, np.ndarray]
+    weights_key: str | None
+    prefix: str
+    extras: dict[str, Any]
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.state_dict.items()}
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A numpy copy of a tensor (`.numpy()` alone shares memory with torch)."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.numpy().copy()
+
+
+def _json_value(v: Any) -> Any:
+    """A JSON-able rendering of a container entry, or a short description of it."""
+    if isinstance(v, bool | str) or v is None:
+        return v
+    if isinstance(v, numbers.Number | np.generic):
+        return v.item() if isinstance(v, np.generic) else v
+    if isinstance(v, torch.Tensor) and v.numel() == 1:
+        return v.item()
+    if isinstance(v, argparse.Namespace):
+        return {k: _json_value(x) for k, x in vars(v).items()}
+    if isinstance(v, Mapping) and len(v) <= 32 and all(isinstance(k, str) for k in v):
+        return {k: _json_value(x) for k, x in v.items()}
+    return f"<{describe(v)}>"
+
+
+def _strip_prefix(sd: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
+    for prefix in PREFIXES:
+        n = sum(k.startswith(prefix) for k in sd)
+        if n == len(sd):
+            return {k[len(prefix):]: v for k, v in sd.items()}, prefix
+        if n:
+            raise CheckpointError(f"{n} of {len(sd)} keys start with {prefix!r} and the rest do not; "
+                                  "the checkpoint mixes two models")
+    return sd, ""
+
+
+def unwrap(obj: Any, source: str = "checkpoint") -> Container:
+    """Finds the state_dict inside an upstream container and strips `module.` prefixes.
+
+    Args:
+      obj: what `safe_load.load_checkpoint` returned.
+      source: the file name, for error messages.
+
+    Raises:
+      CheckpointError: no tensor dictionary can be found.
+    """
+    if _is_tensor_dict(obj):
+        sd, key, extras = obj, None, {}
+    elif isinstance(obj, Mapping):
+        key = next((k for k in WEIGHT_KEYS if _is_tensor_dict(obj.get(k))), None)
+        if key is None:
+            entries = ", ".join(f"{k}: {describe(v)}" for k, v in list(obj.items())[:8])
+            raise CheckpointError(f"{source} holds no model weights (looked for a state_dict, or one under "
+                                  f"{', '.join(WEIGHT_KEYS)}; found {entries or 'an empty dict'})")
+        sd = obj[key]
+        extras = {k: _json_value(v) for k, v in obj.items() if k != key}
+    else:
+        raise CheckpointError(f"{source} holds a {describe(obj)}, not a state_dict or a dict containing one")
+    arrays, prefix = _strip_prefix({k: to_numpy(v) for k, v in sd.items()})
+    return Container(arrays, key, prefix, extras)

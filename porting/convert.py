@@ -1,0 +1,129 @@
+"""Convert a PyTorch checkpoint of an upstream network into a fer-jax (Flax + Orbax) model directory.
+
+    python porting/convert.py dan_rafdb.pth [--out DIR] [--arch NAME] [--hparam KEY=VALUE]
+
+Reads the file safely (nothing it names is executed), finds the weights in the upstream container,
+recognises the architecture from keys and shapes, maps every key by the one rule with strict accounting,
+checks the result against the plain-torch reference model on a random batch (float32 and float64), and
+writes DIR atomically: `variables/` (Orbax) and `fer_jax.json` (architecture, hyperparameters, source
+hash, container, BatchNorm counters, conversion report, parity figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from fer_jax import models, pretrained
+from fer_jax.errors import CheckpointError, UserError
+from porting import archs, containers, mapping, safe_load, verify
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_hparams(items: Sequence[str], arch: str) -> dict[str, Any]:
+    """`KEY=VALUE` pairs (values as Python literals) checked against the architecture's hyperparameters."""
+    known = models.REGISTRY[arch].defaults
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise UserError(f"--hparam {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            raise UserError(f"--hparam {item!r}: {value!r} is not a Python literal") from None
+    return out
+
+
+def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: Sequence[str] = (),
+            verify_outputs: bool = True, overwrite: bool = False, log=print) -> dict[str, Any]:
+    """Converts `path` into the model directory `out`; returns the metadata written.
+
+    Raises:
+      UserError: unreadable, unsafe or unrecognised checkpoint, mapping or parity failure.
+    """
+    if os.path.exists(out) and not overwrite:  # fail before the expensive steps
+        raise CheckpointError(f"{out} already exists; choose another --out or pass --overwrite")
+    container = containers.unwrap(safe_load.load_checkpoint(path), os.path.basename(path))
+    extras = ", ".join(f"{k}: {v}" for k, v in container.extras.items()) or "none"
+    log(f"read {path}: weights under {container.weights_key or '(bare state_dict)'}, "
+        f"{len(container.state_dict)} keys, prefix {container.prefix or 'none'}; other entries: {extras}")
+    spec, hparams = archs.detect(container.shapes(), arch)
+    hparams.update(parse_hparams(hparam_overrides, spec.name))
+    log(f"architecture: {spec.name} {hparams} ({'forced' if arch else 'detected'})")
+
+    module = models.create(spec.name, **hparams)
+    kinds, abstract = mapping.module_kinds(module, pretrained.example_input(spec.name), train=False)
+    variables, report = mapping.torch_to_flax(container.state_dict, abstract, kinds)
+    log(report.summary())
+
+    meta: dict[str, Any] = {
+        "source": {"file": os.path.basename(path), "sha256": sha256(path)},
+        "container": {"weights_key": container.weights_key, "prefix": container.prefix,
+                      "extras": container.extras},
+        "num_batches_tracked": report.num_batches_tracked,
+        "report": report.counts(),
+    }
+    if verify_outputs:
+        meta["parity"] = check_parity(spec, hparams, container.state_dict, variables, log)
+    pretrained.save_pretrained(out, spec.name, hparams, variables, meta, overwrite=overwrite)
+    log(f"wrote {out}")
+    return meta
+
+
+def check_parity(spec: archs.ArchSpec, hparams: dict[str, Any], state_dict: dict[str, np.ndarray],
+                 variables: Any, log) -> dict[str, Any]:
+    """Runs the reference and the converted model on one random batch; raises if an output disagrees."""
+    h, w = models.REGISTRY[spec.name].image_size
+    log(f"parity against the torch reference (eval mode, batch 2 of {h}x{w}, seed 0):")
+    results = verify.parity(spec, hparams, state_dict, variables)
+    figures: dict[str, Any] = {}
+    for dtype, diffs in results.items():
+        for d in diffs:
+            log(f"  {dtype} {d.line()}")
+        figures[dtype] = {d.name: {"max_abs": d.max_abs, "relative": d.max_abs / d.scale,
+                                   "tolerance": d.tolerance} for d in diffs}
+    failed = [f"{dtype} {d.name}" for dtype, diffs in results.items() for d in diffs if not d.ok]
+    if failed:
+        raise CheckpointError(f"converted model disagrees with the torch reference ({', '.join(failed)}); "
+                              "nothing written")
+    return figures
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
+    parser.add_argument("--out", help="output directory (default: ./<checkpoint stem>_flax)")
+    parser.add_argument("--arch", help=f"force the architecture: {', '.join(sorted(archs.ARCHS))}")
+    parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a hyperparameter read from the shapes, e.g. num_class=8")
+    parser.add_argument("--no-verify", action="store_true", help="skip the parity check against torch")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    args = parser.parse_args(argv)
+    stem = os.path.basename(args.checkpoint).split(".")[0]
+    out = args.out or f"{stem}_flax"
+    try:
+        convert(args.checkpoint, out, arch=args.arch, hparam_overrides=args.hparam,
+                verify_outputs=not args.no_verify, overwrite=args.overwrite)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
