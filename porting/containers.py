@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,13 +31,16 @@ class Container:
       state_dict: key -> numpy array (a copy, detached from torch), prefix stripped.
       weights_key: the top-level entry holding the weights (None for a bare state_dict).
       prefix: the prefix stripped from every key ('' if none).
-      extras: other top-level entries, as JSON-able values (numbers, strings, dicts) or descriptions.
+      extras: other top-level entries holding plain scalars (int, float, str, bool, None), kept exactly.
+      skipped: descriptions of the remaining entries (optimizer state, metric objects, tensors), which a
+        conversion does not carry over.
     """
 
     state_dict: dict[str, np.ndarray]
     weights_key: str | None
     prefix: str
     extras: dict[str, Any]
+    skipped: dict[str, str]
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.state_dict.items()}
@@ -57,19 +59,12 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy().copy()
 
 
-def _json_value(v: Any) -> Any:
-    """A JSON-able rendering of a container entry, or a short description of it."""
-    if isinstance(v, bool | str) or v is None:
-        return v
-    if isinstance(v, numbers.Number | np.generic):
-        return v.item() if isinstance(v, np.generic) else v
+def _describe(v: Any) -> str:
     if isinstance(v, torch.Tensor) and v.numel() == 1:
-        return v.item()
+        return f"tensor({v.item()})"
     if isinstance(v, argparse.Namespace):
-        return {k: _json_value(x) for k, x in vars(v).items()}
-    if isinstance(v, Mapping) and len(v) <= 32 and all(isinstance(k, str) for k in v):
-        return {k: _json_value(x) for k, x in v.items()}
-    return f"<{describe(v)}>"
+        return f"Namespace({', '.join(sorted(vars(v)))})"
+    return describe(v)
 
 
 def _strip_prefix(sd: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], str]:
@@ -94,7 +89,7 @@ def unwrap(obj: Any, source: str = "checkpoint") -> Container:
       CheckpointError: no tensor dictionary can be found.
     """
     if _is_tensor_dict(obj):
-        sd, key, extras = obj, None, {}
+        sd, key, rest = obj, None, {}
     elif isinstance(obj, Mapping):
         key = next((k for k in WEIGHT_KEYS if _is_tensor_dict(obj.get(k))), None)
         if key is None:
@@ -102,8 +97,11 @@ def unwrap(obj: Any, source: str = "checkpoint") -> Container:
             raise CheckpointError(f"{source} holds no model weights (looked for a state_dict, or one under "
                                   f"{', '.join(WEIGHT_KEYS)}; found {entries or 'an empty dict'})")
         sd = obj[key]
-        extras = {k: _json_value(v) for k, v in obj.items() if k != key}
+        rest = {k: v for k, v in obj.items() if k != key}
     else:
         raise CheckpointError(f"{source} holds a {describe(obj)}, not a state_dict or a dict containing one")
     arrays, prefix = _strip_prefix({k: to_numpy(v) for k, v in sd.items()})
-    return Container(arrays, key, prefix, extras)
+    scalar = (bool, int, float, str, type(None))
+    extras = {str(k): v for k, v in rest.items() if type(v) in scalar}
+    skipped = {str(k): _describe(v) for k, v in rest.items() if type(v) not in scalar}
+    return Container(arrays, key, prefix, extras, skipped)

@@ -59,7 +59,8 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
     if os.path.exists(out) and not overwrite:  # fail before the expensive steps
         raise CheckpointError(f"{out} already exists; choose another --out or pass --overwrite")
     container = containers.unwrap(safe_load.load_checkpoint(path), os.path.basename(path))
-    extras = ", ".join(f"{k}: {v}" for k, v in container.extras.items()) or "none"
+    extras = ", ".join([f"{k}={v!r}" for k, v in container.extras.items()]
+                       + [f"{k}={v} (not converted)" for k, v in container.skipped.items()]) or "none"
     log(f"read {path}: weights under {container.weights_key or '(bare state_dict)'}, "
         f"{len(container.state_dict)} keys, prefix {container.prefix or 'none'}; other entries: {extras}")
     spec, hparams = archs.detect(container.shapes(), arch)
@@ -74,7 +75,7 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
     meta: dict[str, Any] = {
         "source": {"file": os.path.basename(path), "sha256": sha256(path)},
         "container": {"weights_key": container.weights_key, "prefix": container.prefix,
-                      "extras": container.extras},
+                      "extras": container.extras, "skipped": container.skipped},
         "num_batches_tracked": report.num_batches_tracked,
         "report": report.counts(),
     }

@@ -1,0 +1,103 @@
+"""Export a fer-jax model directory back to a PyTorch checkpoint in the upstream container.
+
+    python porting/export.py DIR --out X.pth
+
+The state_dict has exactly the upstream keys (in the reference model's order), is loaded with
+`load_state_dict(strict=True)` into the plain-torch reference before it is written, and goes into the
+container the source file used (weights key, `module.` prefix, scalar entries such as DAN's `iter`), or
+the upstream default for models trained in fer-jax. For a converted model the round trip
+torch -> Flax -> torch is exact, BatchNorm `num_batches_tracked` included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from fer_jax import pretrained
+from fer_jax.errors import CheckpointError, UserError
+from porting import archs, mapping
+
+
+def state_dict_from_directory(directory: str, default_num_batches_tracked: int = 0
+                              ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Reads a model directory and returns (metadata, torch state_dict in the reference key order).
+
+    Raises:
+      CheckpointError: the directory is unreadable or its variables do not fill the reference exactly.
+    """
+    meta = pretrained.read_metadata(directory)
+    module, variables = pretrained.load_pretrained(directory)
+    spec = archs.ARCHS[meta["arch"]]
+    kinds, _ = mapping.module_kinds(module, pretrained.example_input(spec.name), train=False)
+    flat = mapping.flax_to_torch(variables, kinds, num_batches_tracked=meta.get("num_batches_tracked"),
+                                 default_num_batches_tracked=default_num_batches_tracked)
+    ref = spec.reference(**meta["hparams"])
+    order = list(ref.state_dict())
+    if set(order) != set(flat):
+        raise CheckpointError(f"{directory}: variables do not match the {spec.name} reference "
+                              f"(extra {sorted(set(flat) - set(order))[:4]}, missing "
+                              f"{sorted(set(order) - set(flat))[:4]})")
+    state_dict = {k: torch.from_numpy(np.array(flat[k])) for k in order}
+    ref.load_state_dict(state_dict, strict=True)  # the proof that upstream can load it
+    return meta, state_dict
+
+
+def build_container(meta: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Wraps the state_dict the way the source file did, or as upstream saves it for trained models."""
+    spec = archs.ARCHS[meta["arch"]]
+    source = meta.get("container")
+    key = source["weights_key"] if source else spec.weights_key
+    prefix = source["prefix"] if source else ""
+    weights = {prefix + k: v for k, v in state_dict.items()}
+    if key is None:
+        return weights
+    extras = source["extras"] if source else dict(spec.container_extras)
+    return {**extras, key: weights}
+
+
+def export(directory: str, out: str, *, overwrite: bool = False, log=print) -> None:
+    """Writes `out` atomically (a temporary file renamed into place)."""
+    if os.path.exists(out) and not overwrite:
+        raise CheckpointError(f"{out} already exists; choose another --out or pass --overwrite")
+    meta, state_dict = state_dict_from_directory(directory)
+    container = build_container(meta, state_dict)
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
+    os.close(fd)
+    try:
+        torch.save(container, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    skipped = meta.get("container", {}).get("skipped", {})
+    log(f"wrote {out}: {meta['arch']} {meta['hparams']}, {len(state_dict)} keys, entries "
+        f"{', '.join(container) if len(container) < len(state_dict) else '(bare state_dict)'}"
+        + (f"; not carried over from the source: {', '.join(skipped)}" if skipped else ""))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", help="a fer-jax model directory (from convert.py or training)")
+    parser.add_argument("--out", required=True, help="the .pth file to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    args = parser.parse_args(argv)
+    try:
+        export(args.directory, args.out, overwrite=args.overwrite)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
