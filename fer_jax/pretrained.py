@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
 
-from fer_jax import models
+from fer_jax import merge, models
 from fer_jax.errors import CheckpointError
 
 FORMAT = "fer-jax-pretrained/1"
@@ -133,3 +133,39 @@ def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, 
         with open(os.path.join(tmp, METADATA), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=False)
             f.write("\n")
+
+
+def init_from(directory: str | os.PathLike, arch: str, variables: Any, *, drop: tuple[str, ...] = (),
+              allow_missing: tuple[str, ...] = ()) -> tuple[dict, merge.Report]:
+    """Initialises a model's `variables` from a converted (or trained) model directory.
+
+    The same architecture loads everything (unless `drop` / `allow_missing` say otherwise, e.g. to
+    fine-tune with a new class count); another architecture loads through the `InitRule` our network
+    declares for it, e.g. the MS-Celeb ResNet18 into DAN: backbone renamed to `features.*`, its `fc`
+    dropped, the attention heads, `fc` and `bn` kept at init.
+
+    Args:
+      directory: a fer-jax model directory.
+      arch: registry name of the model being initialised.
+      variables: its concrete initial variables.
+      drop: extra source module-path patterns to drop.
+      allow_missing: extra target module-path patterns to keep at init.
+
+    Returns:
+      (variables, report).
+
+    Raises:
+      CheckpointError: no rule from the source architecture, or anything unaccounted for.
+    """
+    meta = read_metadata(directory)
+    _, source = load_pretrained(directory)
+    if meta["arch"] == arch:
+        rule = models.InitRule()
+    elif meta["arch"] in models.REGISTRY[arch].init_from:
+        rule = models.REGISTRY[arch].init_from[meta["arch"]]
+    else:
+        known = ", ".join([arch, *models.REGISTRY[arch].init_from]) or arch
+        raise CheckpointError(f"cannot initialise {arch} from a {meta['arch']} model ({directory}); "
+                              f"supported sources: {known}")
+    return merge.merge_variables(source, variables, renames=rule.renames, drop=rule.drop + tuple(drop),
+                                 allow_missing=rule.init + tuple(allow_missing))

@@ -31,7 +31,7 @@ from flax import traverse_util
 
 from fer_jax.errors import CheckpointError
 from fer_jax.models.layers import BatchNorm
-from fer_jax.naming import matches, rename
+from fer_jax.merge import Report, complete, matches, rename
 
 ModulePath = tuple[str, ...]
 NBT = "num_batches_tracked"
@@ -107,46 +107,6 @@ def module_kinds(model: nn.Module, *inputs: Any, **kwargs: Any) -> tuple[dict[Mo
     return kinds, abstract
 
 
-@dataclasses.dataclass
-class Report:
-    """What a conversion did with every key, for the user and for the metadata file."""
-
-    loaded: dict[str, str] = dataclasses.field(default_factory=dict)  # torch key -> flax path
-    num_batches_tracked: dict[str, int] = dataclasses.field(default_factory=dict)
-    dropped: list[str] = dataclasses.field(default_factory=list)  # source keys dropped by request
-    unused: list[str] = dataclasses.field(default_factory=list)  # source keys with no target
-    missing: list[str] = dataclasses.field(default_factory=list)  # target paths with no source
-    left_at_init: list[str] = dataclasses.field(default_factory=list)  # missing, but allowed
-
-    def counts(self) -> dict[str, int]:
-        by_collection: dict[str, int] = {}
-        for path in self.loaded.values():
-            c = path.split("/")[0]
-            by_collection[c] = by_collection.get(c, 0) + 1
-        return {**{f"loaded_{c}": n for c, n in sorted(by_collection.items())},
-                "num_batches_tracked": len(self.num_batches_tracked), "dropped": len(self.dropped),
-                "unused": len(self.unused), "missing": len(self.missing), "left_at_init": len(self.left_at_init)}
-
-    def summary(self) -> str:
-        c = self.counts()
-        parts = [f"{c.get('loaded_params', 0)} params", f"{c.get('loaded_batch_stats', 0)} batch stats",
-                 f"{c['num_batches_tracked']} num_batches_tracked kept in metadata"]
-        if self.dropped:
-            parts.append(f"{len(self.dropped)} source keys dropped on request ({_short(self.dropped)})")
-        if self.left_at_init:
-            parts.append(f"{len(self.left_at_init)} variables left at init ({_short(self.left_at_init)})")
-        return "loaded " + ", ".join(parts)
-
-
-def _short(items: Sequence[str], n: int = 4) -> str:
-    head = ", ".join(items[:n])
-    return head + (f", ... (+{len(items) - n})" if len(items) > n else "")
-
-
-def _flax_path(collection: str, module: ModulePath, leaf: str) -> str:
-    return "/".join((collection, *module, leaf))
-
-
 def torch_to_flax(state_dict: Mapping[str, np.ndarray], target: Any, kinds: Mapping[ModulePath, str], *,
                   renames: Sequence[tuple[str, str]] = (), drop: Sequence[str] = (),
                   allow_missing: Sequence[str] = ()) -> tuple[dict, Report]:
@@ -196,33 +156,11 @@ def torch_to_flax(state_dict: Mapping[str, np.ndarray], target: Any, kinds: Mapp
                 "count) right?")
         out[fpath] = arr.astype(want.dtype)
         report.loaded[key] = "/".join(fpath)
-    for fpath, want in flat_target.items():
-        if fpath in out:
-            continue
-        name = "/".join(fpath)
-        if matches(".".join(fpath[1:-1]), allow_missing):
-            if isinstance(want, jax.ShapeDtypeStruct):
-                raise ValueError(f"{name} may stay at init but the target is abstract; pass initial values")
-            out[fpath] = np.asarray(want)
-            report.left_at_init.append(name)
-        else:
-            report.missing.append(name)
-    _raise_if_incomplete(report)
-    return traverse_util.unflatten_dict(out), report
+    return complete(out, flat_target, allow_missing, report), report
 
 
 def _torch_shape(rule: Leaf, flax_shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(rule.to_torch(np.empty(flax_shape, dtype=np.uint8)).shape)
-
-
-def _raise_if_incomplete(report: Report) -> None:
-    problems = []
-    if report.unused:
-        problems.append(f"{len(report.unused)} source keys have no place in the model ({_short(report.unused)})")
-    if report.missing:
-        problems.append(f"{len(report.missing)} model variables have no source ({_short(report.missing)})")
-    if problems:
-        raise CheckpointError("; ".join(problems) + "; wrong architecture? (see --arch)")
 
 
 def flax_to_torch(variables: Mapping[str, Any], kinds: Mapping[ModulePath, str], *,

@@ -9,8 +9,24 @@ from typing import Any
 
 from flax import linen as nn
 
+from fer_jax.models import dan
 from fer_jax.models.dan import DAN
 from fer_jax.models.resnet import STAGE_SIZES, ResNet
+
+
+@dataclasses.dataclass(frozen=True)
+class InitRule:
+    """How a pretrained model of another architecture initialises this one (see `fer_jax.merge`).
+
+    Attributes:
+      renames: module-path prefix renames from the source's names to ours.
+      drop: source module paths (after renaming) not used, e.g. the source classifier.
+      init: our module paths that keep their initialisation (the new parts).
+    """
+
+    renames: tuple[tuple[str, str], ...] = ()
+    drop: tuple[str, ...] = ()
+    init: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,11 +37,13 @@ class ModelSpec:
       build: constructor taking the architecture's hyperparameters as keywords.
       image_size: (height, width) of the upstream input.
       defaults: default hyperparameters (the upstream constructor defaults).
+      init_from: source architecture -> how its pretrained weights initialise this network.
     """
 
     build: Callable[..., nn.Module]
     image_size: tuple[int, int]
     defaults: dict[str, Any]
+    init_from: dict[str, InitRule] = dataclasses.field(default_factory=dict)
 
 
 REGISTRY: dict[str, ModelSpec] = {
@@ -33,7 +51,9 @@ REGISTRY: dict[str, ModelSpec] = {
                           {"num_classes": 1000}),
     "resnet34": ModelSpec(functools.partial(ResNet, STAGE_SIZES["resnet34"]), (224, 224),
                           {"num_classes": 1000}),
-    "dan": ModelSpec(DAN, (224, 224), {"num_class": 7, "num_head": 4}),
+    "dan": ModelSpec(DAN, (224, 224), {"num_class": 7, "num_head": 4},
+                     init_from={"resnet18": InitRule(dan.BACKBONE_RENAMES, drop=("fc",),
+                                                     init=("cat_head*", "fc", "bn"))}),
 }
 
 
@@ -49,4 +69,4 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return spec.build(**{**spec.defaults, **kwargs})
 
 
-__all__ = ["DAN", "REGISTRY", "ModelSpec", "ResNet", "create"]
+__all__ = ["DAN", "REGISTRY", "InitRule", "ModelSpec", "ResNet", "create"]

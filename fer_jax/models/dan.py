@@ -14,7 +14,12 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, torch_linear_init
-from fer_jax.models.resnet import STAGE_SIZES, ResNet
+from fer_jax.models.resnet import STAGE_SIZES, ResNet, child_name
+
+# DAN keeps torchvision's ResNet18 children up to layer4 in `features = Sequential(...)`, so the
+# MS-Celeb checkpoint's `conv1`, `bn1`, `layerK` become `features.<index>` (its `fc` is dropped).
+BACKBONE_RENAMES = tuple((n, f"features.{child_name(n, 'sequential')}")
+                         for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))
 
 # Head Linears are initialised N(0, 0.001^2) with zero bias (CrossAttentionHead.init_weights).
 _head_linear = functools.partial(nn.Dense, kernel_init=nn.initializers.normal(0.001),
