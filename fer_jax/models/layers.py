@@ -50,8 +50,8 @@ class BatchNorm(nn.Module):
             if not self.is_initializing():
                 m = self.momentum
                 unbiased = var * (count / jnp.maximum(count - 1, 1))
-                ra_mean.value = (m * ra_mean.value + (1 - m) * mean).astype(self.param_dtype)
-                ra_var.value = (m * ra_var.value + (1 - m) * unbiased).astype(self.param_dtype)
+                ra_mean.value = (m * ra_mean.value + (1 - m) * mean).astype(ra_mean.value.dtype)
+                ra_var.value = (m * ra_var.value + (1 - m) * unbiased).astype(ra_var.value.dtype)
         else:
             mean, var = ra_mean.value.astype(stat_dtype), ra_var.value.astype(stat_dtype)
 

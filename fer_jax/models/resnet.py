@@ -8,6 +8,9 @@ The same module serves as a backbone inside other networks: with `num_classes=No
 layer4 feature map (before the average pool), and `child_names="sequential"` names its children by their
 index in `nn.Sequential(*list(resnet.children())[:-2])`, which is how DAN stores it (`features.0` =
 conv1, `features.1` = bn1, `features.4..7` = layer1..4).
+
+Block outputs are tapped by torch module path with `apply(..., capture_intermediates=True)`
+(`intermediates/layer2/__call__`): a `sow` under the same name would collide with the submodule.
 """
 
 from __future__ import annotations
@@ -121,12 +124,9 @@ class ResNet(nn.Module):
                     kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name=name("conv1"))(x)
         x = BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name=name("bn1"))(x, train=train)
         x = max_pool_torch(nn.relu(x), window=3, stride=2, padding=1)
-        self.sow("intermediates", name("maxpool"), x)
         for k, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.stage_sizes), start=1):
-            layer = name(f"layer{k}")
             x = ResLayer(planes, blocks, 1 if k == 1 else 2, self.axis_name, self.dtype,
-                         name=layer)(x, train=train)
-            self.sow("intermediates", layer, x)
+                         name=name(f"layer{k}"))(x, train=train)
         if self.num_classes is None:
             return x
         pooled = jnp.mean(x, axis=(1, 2))

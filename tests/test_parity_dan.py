@@ -1,0 +1,222 @@
+"""DAN parity against the plain-torch reference: eval, train mode, loss gradients, SGD steps.
+
+Random weights with calibrated-then-perturbed BatchNorm statistics (torch_helpers.randomize). Every
+check runs in float64 on both sides (bound FP64_TOL: rounding cannot hide a semantic difference) and in
+float32. In float32, `feat` and `heads` are held to FP32_TOL; DAN's logits `out` (and what depends on
+them) sit above that by rounding alone (dan.md note 7), so their bound is derived from the spread between
+torch's own fp32 and fp64 results, measured in the same test.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+import parity
+import torch_helpers
+from fer_jax.train import losses, optim
+from porting import reference
+
+B, SIZE = 8, 64  # fast tier: layer4 is 2x2; the slow tier runs the upstream 224x224
+HP = {"num_class": 7, "num_head": 4}
+OUTPUTS = ("out", "feat", "heads")
+
+
+def setup(dtype, size=SIZE, hp=HP, seed=0):
+    tmodel = torch_helpers.randomize(reference.DAN(**hp), seed=seed, image_size=size)
+    tmodel = parity.torch_copy(tmodel, torch.float64 if dtype == np.float64 else torch.float32)
+    module, variables, kinds = parity.convert(tmodel, "dan", hp, size, dtype)
+    x = np.random.default_rng(seed + 1).standard_normal((B, 3, size, size)).astype(dtype)
+    y = np.random.default_rng(seed + 2).integers(0, hp["num_class"], B)
+    return tmodel, module, variables, kinds, x, y
+
+
+def torch_outputs(tmodel, x, train):
+    tmodel.train(train)
+    with torch.no_grad():
+        return [parity.to_nhwc(o.numpy().copy()) for o in tmodel(torch.from_numpy(x))]
+
+
+def flax_outputs(module, variables, x, train):
+    x = np.ascontiguousarray(parity.to_nhwc(x))
+    if train:
+        out, upd = jax.jit(lambda v, x: module.apply(v, x, train=True, mutable=["batch_stats"]))(variables, x)
+        return [np.asarray(o) for o in out], upd["batch_stats"]
+    return [np.asarray(o) for o in jax.jit(lambda v, x: module.apply(v, x, train=False))(variables, x)], None
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_outputs_and_running_stats_float64(train):
+    with jax.enable_x64(True):
+        tmodel, module, variables, kinds, x, _ = setup(np.float64)
+        ours, new_stats = flax_outputs(module, variables, x, train)
+    ref = torch_outputs(tmodel, x, train)
+    for name, a, b in zip(OUTPUTS, ours, ref):
+        assert parity.rel_diff(a, b) <= parity.FP64_TOL, name
+    if train:  # running statistics after one train-mode forward
+        got = parity.flax_to_torch_names(new_stats, kinds, "batch_stats")
+        for k, v in parity.torch_buffers(tmodel).items():
+            assert parity.rel_diff(got[k], v) <= parity.FP64_TOL, k
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_outputs_and_running_stats_float32(train):
+    tmodel, module, variables, kinds, x, _ = setup(np.float32)
+    tmodel64 = parity.torch_copy(tmodel, torch.float64)
+    ours, new_stats = flax_outputs(module, variables, x, train)
+    ref32 = torch_outputs(tmodel, x, train)
+    ref64 = torch_outputs(tmodel64, x.astype(np.float64), train)
+    diffs = {n: parity.rel_diff(a, b) for n, a, b in zip(OUTPUTS, ours, ref32)}
+    assert diffs["feat"] <= parity.FP32_TOL and diffs["heads"] <= parity.FP32_TOL, diffs
+    # `out`: bound from torch's own fp32-vs-fp64 spread on the same logits (module docstring).
+    assert diffs["out"] <= parity.fp32_bound(ref32[0], ref64[0]), diffs
+    if train:
+        got = parity.flax_to_torch_names(new_stats, kinds, "batch_stats")
+        for k, v in parity.torch_buffers(tmodel).items():
+            assert parity.rel_diff(got[k], v) <= parity.FP32_TOL, k
+
+
+def flax_loss_fn(module, kinds):
+    def loss_fn(params, centers, x, batch_stats, y):
+        outs, upd = module.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                 mutable=["batch_stats"])
+        loss, _ = losses.dan_loss(outs, y, centers)
+        return loss, upd["batch_stats"]
+    return loss_fn
+
+
+def torch_loss(tmodel, criterion_af, x, y):
+    out, feat, heads = tmodel(x)
+    return (torch.nn.functional.cross_entropy(out, y) + criterion_af(feat, y)
+            + reference.PartitionLoss()(heads))
+
+
+def gradients(dtype):
+    tmodel, module, variables, kinds, x, y = setup(dtype)
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    centers = np.random.default_rng(5).standard_normal((8, 512)).astype(dtype)  # K = 8 as in rafdb.py
+    aff = reference.AffinityLoss(8, 512).to(tdtype)
+    with torch.no_grad():
+        aff.centers.copy_(torch.from_numpy(centers))
+    xt = torch.from_numpy(x).requires_grad_(True)
+    tmodel.train()
+    tloss = torch_loss(tmodel, aff, xt, torch.from_numpy(y))
+    tloss.backward()
+    ref = {"loss": tloss.item(), "params": parity.torch_param_grads(tmodel),
+           "centers": aff.centers.grad.numpy().copy(), "x": parity.to_nhwc(xt.grad.numpy().copy())}
+    grad_fn = jax.jit(jax.value_and_grad(flax_loss_fn(module, kinds), argnums=(0, 1, 2), has_aux=True))
+    (loss, _), (g_params, g_centers, g_x) = grad_fn(variables["params"], centers,
+                                                      np.ascontiguousarray(parity.to_nhwc(x)),
+                                                      variables["batch_stats"], y)
+    ours = {"loss": float(loss), "params": parity.flax_to_torch_names(g_params, kinds),
+            "centers": np.asarray(g_centers), "x": np.asarray(g_x)}
+    return ours, ref
+
+
+def test_loss_gradients_float64():
+    with jax.enable_x64(True):
+        ours, ref = gradients(np.float64)
+    assert parity.rel_diff(ours["loss"], ref["loss"]) <= parity.FP64_TOL
+    assert set(ours["params"]) == set(ref["params"])
+    largest = max(np.max(np.abs(g)) for g in ref["params"].values())
+    for k, g in ref["params"].items():
+        # Relative to each tensor's own gradient scale, so small gradients are held as tightly as large
+        # ones. Floor: conv biases feeding a train-mode BatchNorm have an exactly zero gradient (BN removes
+        # the mean); both sides compute ~1e-18 rounding noise there, so scales stop at 1e-6 of the largest.
+        scale = max(np.max(np.abs(g)), 1e-6 * largest)
+        assert np.max(np.abs(ours["params"][k] - g)) <= parity.FP64_TOL * scale, k
+    for k in ("centers", "x"):
+        assert np.max(np.abs(ours[k] - ref[k])) <= parity.FP64_TOL * np.max(np.abs(ref[k])), k
+
+
+def test_loss_gradients_float32():
+    ours, ref = gradients(np.float32)
+    with jax.enable_x64(True):
+        _, ref64 = gradients(np.float64)
+    # Each gradient depends on the BN'd logits through the CE term, so each gets the derived bound.
+    for group in ("params", "centers", "x"):
+        ref_g, ref64_g = ref[group], ref64[group]
+        ours_g = ours[group]
+        if group != "params":
+            ref_g, ref64_g, ours_g = {group: ref_g}, {group: ref64_g}, {group: ours_g}
+        for k in ref_g:
+            bound = parity.fp32_bound(ref_g[k], ref64_g[k])
+            assert parity.rel_diff(ours_g[k], ref_g[k]) <= bound, k
+
+
+def sgd_steps(dtype, steps=3, lr=0.1):
+    """Three steps of rafdb.py's recipe: SGD(lr 0.1, momentum 0.9, weight_decay 1e-4) over the model
+    parameters *and* the affinity centers; BatchNorm statistics update in train mode."""
+    tmodel, module, variables, kinds, x, y = setup(dtype)
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    centers = np.random.default_rng(5).standard_normal((8, 512)).astype(dtype)
+    aff = reference.AffinityLoss(8, 512).to(tdtype)
+    with torch.no_grad():
+        aff.centers.copy_(torch.from_numpy(centers))
+    opt = torch.optim.SGD(list(tmodel.parameters()) + [aff.centers], lr=lr, momentum=0.9, weight_decay=1e-4)
+    tmodel.train()
+    batches = [(x * (1 + 0.1 * i), np.roll(y, i)) for i in range(steps)]
+    for xb, yb in batches:
+        opt.zero_grad()
+        torch_loss(tmodel, aff, torch.from_numpy(np.ascontiguousarray(xb)), torch.from_numpy(yb)).backward()
+        opt.step()
+
+    tx = optim.torch_sgd(lr, momentum=0.9, weight_decay=1e-4)
+    trainable = {"model": variables["params"], "centers": centers}
+    opt_state = tx.init(trainable)
+    loss_fn = flax_loss_fn(module, kinds)
+
+    @jax.jit
+    def step(trainable, opt_state, batch_stats, xb, yb):
+        grad_fn = jax.grad(lambda t: loss_fn(t["model"], t["centers"], xb, batch_stats, yb), has_aux=True)
+        grads, batch_stats = grad_fn(trainable)
+        updates, opt_state = tx.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, batch_stats
+
+    batch_stats = variables["batch_stats"]
+    for xb, yb in batches:
+        trainable, opt_state, batch_stats = step(trainable, opt_state, batch_stats,
+                                                 np.ascontiguousarray(parity.to_nhwc(xb)), yb)
+    ours = {**parity.flax_to_torch_names(trainable["model"], kinds),
+            **parity.flax_to_torch_names(batch_stats, kinds, "batch_stats"), "centers": trainable["centers"]}
+    ref = {**{n: p.detach().numpy().copy() for n, p in tmodel.named_parameters()},
+           **parity.torch_buffers(tmodel), "centers": aff.centers.detach().numpy().copy()}
+    return ours, ref
+
+
+def test_three_sgd_steps_float64():
+    with jax.enable_x64(True):
+        ours, ref = sgd_steps(np.float64)
+    assert set(ours) == set(ref)
+    for k, v in ref.items():
+        assert parity.rel_diff(ours[k], v) <= parity.FP64_TOL, k
+
+
+def test_three_sgd_steps_float32():
+    ours, ref = sgd_steps(np.float32)
+    with jax.enable_x64(True):
+        _, ref64 = sgd_steps(np.float64)
+    for k, v in ref.items():
+        assert parity.rel_diff(ours[k], v) <= parity.fp32_bound(v, ref64[k]), k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_full_size_224(train):
+    """The upstream input size, 7x7 layer4 map; both dtypes."""
+    with jax.enable_x64(True):
+        tmodel, module, variables, _, x, _ = setup(np.float64, size=224)
+        ours, _ = flax_outputs(module, variables, x, train)
+    for name, a, b in zip(OUTPUTS, ours, torch_outputs(tmodel, x, train)):
+        assert parity.rel_diff(a, b) <= parity.FP64_TOL, name
+    tmodel, module, variables, _, x, _ = setup(np.float32, size=224)
+    tmodel64 = parity.torch_copy(tmodel, torch.float64)
+    ours, _ = flax_outputs(module, variables, x, train)
+    ref32, ref64 = torch_outputs(tmodel, x, train), torch_outputs(tmodel64, x.astype(np.float64), train)
+    assert parity.rel_diff(ours[1], ref32[1]) <= parity.FP32_TOL
+    assert parity.rel_diff(ours[2], ref32[2]) <= parity.FP32_TOL
+    assert parity.rel_diff(ours[0], ref32[0]) <= parity.fp32_bound(ref32[0], ref64[0])  # derived (docstring)
