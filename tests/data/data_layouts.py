@@ -1,0 +1,99 @@
+"""Tiny datasets written by hand in each dataset's exact official layout, for the reader tests.
+
+Every image is a small JPEG whose colour encodes its label, so a test can tell which file was read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from fer_jax.data import labels as label_tables
+
+
+def write_jpeg(path: str, size: tuple[int, int] = (12, 10), value: int = 128) -> None:
+    """A width x height JPEG filled with a gradient offset by `value` (never constant)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    width, height = size
+    ramp = (np.arange(width)[None, :] * 3 + np.arange(height)[:, None] * 5 + value) % 256
+    Image.fromarray(np.stack([ramp, ramp // 2, 255 - ramp], -1).astype(np.uint8)).save(path, quality=95)
+
+
+def write_text(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def write_corrupt(path: str) -> None:
+    """A truncated JPEG: a valid header, then the data stops."""
+    write_jpeg(path, (32, 32))
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 3])
+
+
+RAFDB_LINES = [("train_00001.jpg", 5), ("train_00002.jpg", 1), ("train_00003.jpg", 7), ("test_0001.jpg", 4),
+               ("train_00004.jpg", 3), ("test_0002.jpg", 2)]
+
+
+def rafdb(root: str, lines=RAFDB_LINES, corrupt=(), missing=()) -> str:
+    for name, label in lines:
+        stem = name[:-4]
+        path = os.path.join(root, "Image", "aligned", f"{stem}_aligned.jpg")
+        if name in missing:
+            continue
+        if name in corrupt:
+            write_corrupt(path)
+        else:
+            write_jpeg(path, (10, 10), value=label * 20)
+    write_text(os.path.join(root, "EmoLabel", "list_patition_label.txt"),
+               "".join(f"{n} {label}\n" for n, label in lines))
+    return root
+
+
+def affectnet_folders(root: str, per_class=2, codes=range(8)) -> str:
+    for split in ("train", "val"):
+        for code in codes:
+            for i in reversed(range(per_class)):  # written out of order: the reader sorts
+                write_jpeg(os.path.join(root, split, str(code), f"img_{i}.jpg"), value=code * 20)
+    return root
+
+
+AFFECTNET_HEADER = ("subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,"
+                    "valence,arousal\n")
+
+
+def affectnet_csv(root: str, rows: dict[str, list[tuple[str, int, tuple[int, int, int, int]]]]) -> str:
+    """rows: csv file name -> [(subDirectory_filePath, expression, (x, y, w, h))]; images 40x30."""
+    for csv_name, entries in rows.items():
+        lines = [AFFECTNET_HEADER]
+        for rel, code, (x, y, w, h) in entries:
+            write_jpeg(os.path.join(root, "Manually_Annotated_Images", rel), (40, 30), value=code * 20)
+            landmarks = ";".join(f"{v:.2f}" for v in np.linspace(x, x + w, 136))
+            lines.append(f"{rel},{x},{y},{w},{h},{landmarks},{code},0.25,-0.5\n")
+        write_text(os.path.join(root, csv_name), "".join(lines))
+    return root
+
+
+def celeba_official(root: str, values: np.ndarray, partitions: list[int]) -> str:
+    """values: int [N, 40] of -1/1 in official order; one image per row, named %06d.jpg."""
+    names = [f"{i + 1:06d}.jpg" for i in range(len(values))]
+    attr = [f"{len(values)}\n", " ".join(label_tables.CELEBA_ATTRIBUTES) + " \n"]
+    attr += [n + " " + " ".join(f"{v:2d}" for v in row) + "\n" for n, row in zip(names, values)]
+    write_text(os.path.join(root, "list_attr_celeba.txt"), "".join(attr))
+    write_text(os.path.join(root, "list_eval_partition.txt"),
+               "".join(f"{n} {p}\n" for n, p in zip(names, partitions)))
+    for n in names:
+        write_jpeg(os.path.join(root, "img_align_celeba", n), (178 // 8, 218 // 8))
+    return root
+
+
+def expw(root: str, lines: list[str], images: dict[str, tuple[int, int]]) -> str:
+    for name, size in images.items():
+        write_jpeg(os.path.join(root, "image", "origin", name), size)
+    write_text(os.path.join(root, "label", "label.lst"), "".join(line + "\n" for line in lines))
+    return root
