@@ -198,7 +198,7 @@ def create_source(name: str, root: str, split: str, *, class_order: str | Sequen
 
     Args:
         name: "rafdb", "affectnet", "celeba" or "expw".
-        root: the dataset's root directory.
+        root: the dataset's root directory (stored absolute, so a later chdir does not matter).
         split: "train", or the held-out split: "test" / "val" (RAF-DB, AffectNet and ExpW have one
             held-out split and accept both names; CelebA has distinct "val" and "test").
         class_order: optional renumbering of the classes (see `ImageSource.reorder_classes`).
@@ -227,7 +227,7 @@ def create_source(name: str, root: str, split: str, *, class_order: str | Sequen
         inspect.signature(reader).bind(root, split, **options)
     except TypeError as e:
         raise ConfigError(f"{name}: bad options {sorted(options)} ({e})") from None
-    source = reader(os.fspath(root), split, **options)
+    source = reader(os.path.abspath(os.fspath(root)), split, **options)
     if class_order is not None:
         source.reorder_classes(class_order)
     return source
