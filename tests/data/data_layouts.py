@@ -97,3 +97,35 @@ def expw(root: str, lines: list[str], images: dict[str, tuple[int, int]]) -> str
         write_jpeg(os.path.join(root, "image", "origin", name), size)
     write_text(os.path.join(root, "label", "label.lst"), "".join(line + "\n" for line in lines))
     return root
+
+
+def celeba_tfds(data_dir: str, values: dict[str, np.ndarray]) -> str:
+    """Prepares a TFDS `celeb_a` (array_record) with split -> {0,1} int [N, 40]; returns its directory.
+
+    Needs tensorflow_datasets (not TensorFlow): images go in as JPEG files, which TFDS stores as they are.
+    """
+    import tensorflow_datasets as tfds
+
+    class CelebAArrayRecord(tfds.core.GeneratorBasedBuilder):
+        name = "celeb_a"
+        VERSION = tfds.core.Version("2.1.0")
+
+        def _info(self):
+            attributes = tfds.features.FeaturesDict({a: np.bool_ for a in label_tables.CELEBA_ATTRIBUTES})
+            return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(218, 178, 3), encoding_format="jpeg"),
+                "attributes": attributes}))
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in values}
+
+        def _generate_examples(self, split):
+            for i, row in enumerate(values[split]):
+                path = os.path.join(data_dir, "jpeg", f"{split}_{i}.jpg")
+                write_jpeg(path, (178, 218), value=i)
+                yield f"{split}_{i}", {"image": path, "attributes": dict(zip(label_tables.CELEBA_ATTRIBUTES,
+                                                                             map(bool, row)))}
+
+    builder = CelebAArrayRecord(data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare()
+    return str(builder.data_dir)

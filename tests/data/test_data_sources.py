@@ -9,7 +9,6 @@ import pytest
 
 import data_layouts
 from fer_jax.data import labels as label_tables
-from fer_jax.data.celeba import TfdsCelebA
 from fer_jax.data.expression_sources import expw_split_of
 from fer_jax.data.sources import UnreadableImage, class_counts, create_source, decode_image
 from fer_jax.errors import ConfigError, DatasetError
@@ -223,9 +222,24 @@ def test_celeba_tfds_layout_without_tensorflow_datasets_is_a_clear_error(tmp_pat
     try:
         import tensorflow_datasets  # noqa: F401
     except ImportError:
-        raises_one_line(ConfigError, "needs tensorflow_datasets", TfdsCelebA, str(tmp_path), "train")
+        raises_one_line(ConfigError, "needs tensorflow_datasets", create_source, "celeba", str(tmp_path),
+                        "train", layout="tfds")
     else:
-        raises_one_line(DatasetError, "dataset_info.json not found", TfdsCelebA, str(tmp_path), "train")
+        raises_one_line(DatasetError, "dataset_info.json not found", create_source, "celeba", str(tmp_path),
+                        "train", layout="tfds")
+
+
+def test_celeba_tfds_array_record_layout(tmp_path):
+    pytest.importorskip("tensorflow_datasets")
+    values = {s: np.random.default_rng(k).integers(0, 2, (n, 40)) for k, (s, n) in
+              enumerate([("train", 3), ("validation", 1), ("test", 2)])}
+    root = data_layouts.celeba_tfds(str(tmp_path), values)
+    source = create_source("celeba", root, "val", layout="tfds")
+    np.testing.assert_array_equal(source.labels, values["validation"])
+    test = create_source("celeba", root, "test", layout="tfds")
+    np.testing.assert_array_equal(test.labels, values["test"])
+    assert isinstance(test[1]["image"], bytes) and test.decode(test[1]).size == (178, 218)
+    assert repr(test) == repr(create_source("celeba", root, "test", layout="tfds"))
 
 
 # --- ExpW ----------------------------------------------------------------------------------------------
