@@ -1,0 +1,94 @@
+"""Evaluate a model directory (converted from PyTorch or trained here) on a dataset split: accuracy,
+balanced accuracy, per-class recall, and a confusion matrix as text, JSON and PNG."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fer_jax import data, pretrained
+from fer_jax.errors import ConfigError
+from fer_jax.evaluate import metrics
+from fer_jax.train import steps, tasks
+
+
+def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str | None = None,
+                   out_dir: str | None = None, log=print) -> dict[str, Any]:
+    """Runs the model in `model_dir` over `split` of the dataset in `config.data`.
+
+    Args:
+      model_dir: a fer-jax model directory (`porting/convert.py` output or `<workdir>/best`).
+      config: a training recipe; its `data` (root, preprocessing, class order) and `task` are used.
+      split: the split to evaluate (default `config.data.eval_split`).
+      out_dir: where to write `report.json` and `confusion_matrix.png` (nothing written if None).
+
+    Returns:
+      The metrics, confusion matrix included.
+
+    Raises:
+      UserError: unreadable model or dataset, or a class-count mismatch.
+    """
+    module, variables = pretrained.load_pretrained(model_dir)
+    d = config.data
+    source = data.create_source(d.name, d.root, split or d.eval_split, class_order=d.class_order or None,
+                                **d.options.to_dict())
+    task = tasks.create(config.task)
+    batch = config.eval_batch_size if config.eval_batch_size > 0 else config.batch_size
+    step = jax.jit(functools.partial(steps.eval_step, module=module, task=task, num_classes=source.num_classes))
+    totals = None
+    iterator = data.eval_iterator(source, d.eval_pp, global_batch=batch, read_threads=d.read_threads)
+    try:
+        for b in iterator:
+            try:
+                sums = step(variables, b)
+            except (IndexError, TypeError, ValueError) as e:
+                raise ConfigError(f"{model_dir} does not fit {d.name} ({e})") from None
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    finally:
+        iterator.close()
+    totals = jax.device_get(totals)
+    result = metrics.classification(totals["confusion"], source.class_names)
+    result["ce_loss"] = float(totals["ce_sum"]) / max(int(totals["count"]), 1)
+    result["confusion"] = np.asarray(totals["confusion"]).tolist()
+    log(f"{model_dir} on {d.name} {split or d.eval_split} ({result['count']} images): accuracy "
+        f"{result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}")
+    log(metrics.format_confusion(totals["confusion"], source.class_names))
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "report.json"), "w") as f:
+            json.dump({"model": os.path.abspath(model_dir), "dataset": d.name, **result}, f, indent=2)
+        plot_confusion(np.asarray(totals["confusion"]), source.class_names,
+                       os.path.join(out_dir, "confusion_matrix.png"))
+        log(f"wrote {out_dir}/report.json and confusion_matrix.png")
+    return result
+
+
+def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
+    """Row-normalised confusion matrix (recall per true class) with counts, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rows = confusion.sum(axis=1, keepdims=True)
+    norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.1 * len(class_names) + 2, 1.1 * len(class_names) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(class_names)):
+        for j in range(len(class_names)):
+            ax.text(j, i, f"{norm[i, j]:.2f}\n({confusion[i, j]})", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

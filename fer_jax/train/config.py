@@ -1,0 +1,143 @@
+"""Shared defaults of every training recipe (configs/<network>_<dataset>.py) and their validation.
+
+A recipe calls `base()` and overrides what its upstream script sets. The keys are network-agnostic:
+`model` holds the registry name and constructor hyperparameters, `task` the loss, `data` the dataset
+and its preprocessing strings (`fer_jax.data.transforms`), `optimizer` / `schedule` torch semantics.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from fer_jax import models
+from fer_jax.errors import ConfigError
+
+
+def base() -> ml_collections.ConfigDict:
+    """Defaults; values that every recipe must set are placeholders that `validate` rejects."""
+    c = ml_collections.ConfigDict()
+    c.model = ml_collections.ConfigDict({"name": ""})  # + constructor hyperparameters
+    c.task = ml_collections.ConfigDict({"name": "classification"})  # + task options
+    c.data = ml_collections.ConfigDict({
+        "name": "",  # fer_jax.data.create_source name
+        "root": "",
+        "train_split": "train",
+        "eval_split": "test",
+        "options": ml_collections.ConfigDict(),  # dataset options, e.g. num_class, layout
+        "class_order": "",  # optional class renumbering (see ImageSource.reorder_classes)
+        "image_size": 224,
+        "train_pp": "",
+        "eval_pp": "",
+        "sampler": "shuffle",  # or "balanced"
+        "num_workers": 0,  # grain worker processes; 0 = read threads in the training process
+        "read_threads": 2,
+        "prefetch": 4,
+    })
+    c.optimizer = ml_collections.ConfigDict({
+        "name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
+        "betas": (0.9, 0.999), "eps": 1e-8,
+    })
+    c.schedule = ml_collections.ConfigDict({
+        "name": "constant", "step_epochs": 10, "milestones": (), "gamma": 0.1, "epochs": 1, "min_lr": 0.0,
+    })
+    c.num_epochs = 1
+    c.num_train_steps = -1  # > 0 caps the run (smoke tests); -1 = num_epochs full epochs
+    c.batch_size = 256  # global, over all devices and processes
+    c.eval_batch_size = -1  # -1 = batch_size
+    c.seed = 0
+    c.parallel = "jit"  # "jit" (Mesh + NamedSharding) or "pmap"
+    c.compute_dtype = "float32"  # or "bfloat16" (parameters stay float32)
+    c.init_from = ""  # a fer-jax model directory (porting/convert.py output) to start from
+    c.init_drop = ()  # extra module-path patterns of init_from weights not to load (e.g. "fc" for a new head)
+    c.resume_from = ""  # a workdir whose latest checkpoint to continue from (the own workdir comes first)
+    c.log_every_steps = 50
+    c.eval_every_epochs = 1
+    c.checkpoint_every_steps = 500  # plus one at the end of every epoch
+    c.keep_checkpoints = 2
+    c.best_metric = "accuracy"  # key of the eval metrics that selects workdir/best
+    c.distributed = ml_collections.ConfigDict({
+        "coordinator_address": "",  # "host:port" of process 0; empty = single process
+        "num_processes": 1,
+        "process_id": 0,
+    })
+    return c
+
+
+CHOICES = {
+    "parallel": ("jit", "pmap"),
+    "compute_dtype": ("float32", "bfloat16"),
+    "data.sampler": ("shuffle", "balanced"),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks values (unknown keys are refused earlier, by the locked ConfigDict).
+
+    Raises:
+      ConfigError: one line naming the key, the value and what is allowed.
+    """
+    if config.model.name not in models.REGISTRY:
+        raise ConfigError(f"model.name {config.model.name!r} is not one of {', '.join(sorted(models.REGISTRY))}")
+    for key, allowed in CHOICES.items():
+        value = config
+        for part in key.split("."):
+            value = value[part]
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: use one of {', '.join(allowed)}")
+    for key in ("data.name", "data.root", "data.train_pp", "data.eval_pp"):
+        section, name = key.split(".")
+        if not config[section][name]:
+            raise ConfigError(f"{key} is empty; set it in the recipe or with --config.{key}=...")
+    positive = {"batch_size": config.batch_size, "num_epochs": config.num_epochs,
+                "log_every_steps": config.log_every_steps, "keep_checkpoints": config.keep_checkpoints,
+                "checkpoint_every_steps": config.checkpoint_every_steps,
+                "eval_every_epochs": config.eval_every_epochs}
+    for key, value in positive.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value!r} must be a positive integer")
+    if config.optimizer.lr <= 0:
+        raise ConfigError(f"optimizer.lr={config.optimizer.lr} must be positive")
+
+
+def apply_variant(c: ml_collections.ConfigDict, arg: str | None, variants: dict) -> ml_collections.ConfigDict:
+    """Applies the recipe variant named by `arg` (`--config configs/x.py:quick`).
+
+    Args:
+      c: the full recipe.
+      arg: None for the full recipe, else a key of `variants`.
+      variants: name -> function editing the config in place.
+
+    Raises:
+      ConfigError: unknown variant.
+    """
+    if arg:
+        if arg not in variants:
+            raise ConfigError(f"unknown recipe variant {arg!r}; available: {', '.join(variants)}")
+        variants[arg](c)
+    return c
+
+
+def smoke(c: ml_collections.ConfigDict, root: str, train_pp, eval_pp, size: int = 32) -> None:
+    """The CI variant of any recipe: tiny images, a few steps, synthetic data at `root`.
+
+    `train_pp` / `eval_pp` map an image size to the recipe's preprocessing strings.
+    """
+    c.data.root = root
+    c.data.image_size = size
+    c.data.train_pp, c.data.eval_pp = train_pp(size), eval_pp(size)
+    c.batch_size = 8
+    c.num_train_steps = 4
+    c.log_every_steps = 2
+    c.checkpoint_every_steps = 2
+    c.init_from = ""
+
+
+def sibling(recipe_file: str, name: str):
+    """Imports the recipe module `name` next to `recipe_file` (configs/ is loaded by path, not a package)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(os.path.dirname(recipe_file), f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

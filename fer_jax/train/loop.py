@@ -1,0 +1,247 @@
+"""`train_and_evaluate(config, workdir)`: the training loop behind scripts/train.py.
+
+Resume order, stated once: the workdir's own latest checkpoint > `config.resume_from` (another
+workdir) > `config.init_from` (a converted or trained model directory) > initialisation from scratch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fer_jax import data, models, pretrained
+from fer_jax.errors import CheckpointError, ConfigError, UserError
+from fer_jax.evaluate import metrics as metrics_lib
+from fer_jax.train import checkpoints, optim, parallel, reporting, state as state_lib, steps, tasks
+from fer_jax.train.config import validate
+
+
+class TrainingError(UserError):
+    """Training cannot continue (e.g. the loss became non-finite)."""
+
+
+def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
+    """Joins a multi-process run (`config.distributed`); a no-op for one process."""
+    if cfg.num_processes > 1:
+        host, _, port = cfg.coordinator_address.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"distributed.coordinator_address={cfg.coordinator_address!r}: use HOST:PORT of "
+                              "process 0")
+        jax.distributed.initialize(coordinator_address=cfg.coordinator_address,
+                                   num_processes=cfg.num_processes, process_id=cfg.process_id)
+
+
+def build_sources(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
+    kw = {"class_order": cfg.class_order or None, **cfg.options.to_dict()}
+    train = data.create_source(cfg.name, cfg.root, cfg.train_split, **kw)
+    held_out = data.create_source(cfg.name, cfg.root, cfg.eval_split, **kw)
+    return train, held_out
+
+
+def build_module(config: ml_collections.ConfigDict, axis_name: str | None, num_classes: int):
+    hparams = {k: v for k, v in config.model.items() if k != "name"}
+    for key in ("num_class", "num_classes"):
+        if key in hparams and hparams[key] != num_classes:
+            raise ConfigError(f"model.{key}={hparams[key]} but the {config.data.name} {config.data.train_split} "
+                              f"split has {num_classes} classes")
+    dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
+    return models.create(config.model.name, **hparams, axis_name=axis_name, dtype=dtype), hparams
+
+
+def initial_state(config, workdir, module, task, tx, image_shape, log) -> tuple[Any, dict[str, Any]]:
+    """The host state to start from and its record, following the resume order (module docstring)."""
+    abstract = jax.eval_shape(lambda: state_lib.create(module, task, tx, image_shape, config.seed))
+    for directory, label in ((workdir, "resuming"), (config.resume_from, "resuming from resume_from")):
+        if not directory:
+            continue
+        read_only = directory != workdir
+        if read_only and not os.path.isdir(os.path.join(directory, "checkpoints")):
+            raise CheckpointError(f"resume_from={directory!r} has no checkpoints/ directory")
+        ckpts = checkpoints.Checkpoints(directory, keep=1, read_only=read_only)
+        step = ckpts.latest_step()
+        if step is not None:
+            host, record = ckpts.restore(step, abstract)
+            ckpts.close()
+            log(f"{label}: {ckpts.directory}/{step} (epoch {record['epoch']})")
+            return host, record
+        ckpts.close()
+        if read_only:
+            raise CheckpointError(f"resume_from={directory!r} holds no finished checkpoint")
+    host = jax.device_get(state_lib.create(module, task, tx, image_shape, config.seed))
+    if config.init_from:
+        variables, report = pretrained.init_from(config.init_from, config.model.name,
+                                                 state_lib.model_variables(host), drop=tuple(config.init_drop))
+        params = {**host.params, "model": variables["params"]}
+        host = host.replace(params=params, batch_stats=variables.get("batch_stats", {}),
+                            opt_state=jax.device_get(tx.init(params)))
+        log(f"init_from {config.init_from}: {report.summary()}")
+    return host, {"epoch": 0, "best": None}
+
+
+def evaluate(dp: parallel.DataParallel, variables: Any, iterator: Any, class_names) -> dict:
+    """One pass over a held-out split; every metric from the summed confusion matrix."""
+    totals = None
+    for batch in iterator:
+        sums = dp.evaluate(variables, dp.put_batch(batch))
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    result = metrics_lib.classification(totals["confusion"], class_names)
+    result["ce_loss"] = float(totals["ce_sum"]) / max(int(totals["count"]), 1)
+    result["confusion"] = totals["confusion"].tolist()
+    return result
+
+
+def _mean_metrics(window: list[dict]) -> dict[str, float]:
+    host = jax.device_get(window)
+    out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in ("correct", "count")}
+    out["accuracy"] = float(sum(m["correct"] for m in host) / max(sum(m["count"] for m in host), 1))
+    return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict[str, Any]:
+    """Trains and evaluates a recipe in `workdir`; returns the final and best evaluation metrics.
+
+    Raises:
+      UserError: bad configuration, dataset or checkpoint, or a non-finite loss.
+    """
+    validate(config)
+    setup_distributed(config.distributed)
+    primary = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    train_src, eval_src = build_sources(config.data)
+    spe = data.steps_per_epoch(len(train_src), config.batch_size)
+    if spe == 0:
+        raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_src)} training examples")
+    total = config.num_epochs * spe if config.num_train_steps < 0 else config.num_train_steps
+    axis_name = parallel.AXIS if config.parallel == "pmap" else None
+    module, hparams = build_module(config, axis_name, train_src.num_classes)
+    task = tasks.create(config.task)
+    tx, schedule = optim.build(config, spe)
+    compute = jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
+    dp = parallel.DataParallel(
+        config.parallel,
+        functools.partial(steps.train_step, module=module, task=task, tx=tx, compute_dtype=compute),
+        functools.partial(steps.eval_step, module=module, task=task, num_classes=train_src.num_classes,
+                          compute_dtype=compute),
+        config.batch_size)
+    size = config.data.image_size
+    host, record = initial_state(config, workdir, module, task, tx, (size, size, 3), log)
+    start = int(host.step)
+    log(f"{config.model.name} {hparams} on {config.data.name}: {len(train_src)} train / {len(eval_src)} "
+        f"{config.data.eval_split} images, {spe} steps/epoch, steps {start}..{total}, "
+        f"{jax.device_count()} device(s) via {config.parallel}")
+    run = _Run(config, workdir, dp, schedule, spe, total, train_src, eval_src, primary, log)
+    return run.loop(dp.put_state(host), start, record)
+
+
+class _Run:
+    """The mutable parts of one training run (iterators, writers, checkpoints)."""
+
+    def __init__(self, config, workdir, dp, schedule, spe, total, train_src, eval_src, primary, log):
+        self.config, self.workdir, self.dp, self.schedule = config, workdir, dp, schedule
+        self.spe, self.total, self.train_src, self.eval_src = spe, total, train_src, eval_src
+        self.primary, self.log = primary, log
+        self.ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
+        self.writer = reporting.MetricWriter(workdir, active=primary)
+        self.progress = reporting.Progress(total, 0, config.batch_size)
+
+    def data_kwargs(self) -> dict[str, Any]:
+        d = self.config.data
+        return {"process_index": jax.process_index(), "process_count": jax.process_count(),
+                "num_workers": d.num_workers, "read_threads": d.read_threads, "prefetch": d.prefetch}
+
+    def loop(self, state: Any, start: int, record: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.config
+        it = data.train_iterator(self.train_src, cfg.data.train_pp, global_batch=cfg.batch_size, seed=cfg.seed,
+                                 start_step=start, sampler=cfg.data.sampler, **self.data_kwargs())
+        window, last_good, result = [], record, {"best": record.get("best")}
+        try:
+            for step in range(start, self.total):
+                state, m = self.dp.train(state, self.dp.put_batch(next(it)))
+                window.append(m)
+                done = step + 1
+                if step == start:
+                    jax.block_until_ready(m)
+                    self.progress.started(done)
+                epoch_end = done % self.spe == 0 or done == self.total
+                if done % cfg.log_every_steps == 0 or epoch_end or done % cfg.checkpoint_every_steps == 0:
+                    self.report_train(done, window, last_good)
+                    window = []
+                if epoch_end:
+                    result = self.end_of_epoch(state, done, record, result, it)
+                if epoch_end or done % cfg.checkpoint_every_steps == 0:
+                    record = {"epoch": math.ceil(done / self.spe), "best": result.get("best")}
+                    self.ckpts.save(done, self.dp.get_state(state), record)
+                    last_good = {**record, "step": done}
+        finally:
+            it.close()
+            self.ckpts.close()
+            self.writer.close()
+        return result
+
+    def report_train(self, done: int, window: list[dict], last_good: dict) -> None:
+        scalars = _mean_metrics(window)
+        if not all(math.isfinite(v) for v in scalars.values()):
+            where = (f"the last good checkpoint is step {last_good['step']} in {self.ckpts.directory}"
+                     if "step" in last_good else "no checkpoint was written")
+            raise TrainingError(f"loss became non-finite ({scalars['loss']}) by step {done}; stopped; {where}; "
+                                "lower optimizer.lr or check the data")
+        scalars["lr"] = float(self.schedule(jnp.asarray(done - 1)))
+        self.writer.write(done, "train", {**scalars, "images_per_second": self.progress.rate(done)})
+        epoch = math.ceil(done / self.spe)
+        self.progress.update(done, epoch, math.ceil(self.total / self.spe),
+                             {k: scalars[k] for k in ("loss", "accuracy", "lr")})
+
+    def end_of_epoch(self, state: Any, done: int, record: dict, result: dict, it: Any) -> dict:
+        cfg = self.config
+        epoch = math.ceil(done / self.spe)
+        if epoch % cfg.eval_every_epochs and done != self.total:
+            return result
+        eval_it = data.eval_iterator(self.eval_src, cfg.data.eval_pp, global_batch=self.eval_batch(),
+                                     **self.data_kwargs())
+        try:
+            m = evaluate(self.dp, state_lib.model_variables(state), eval_it, self.train_src.class_names)
+        finally:
+            eval_it.close()
+        if cfg.best_metric not in m:
+            raise ConfigError(f"best_metric={cfg.best_metric!r} is not an evaluation metric ({', '.join(m)})")
+        summary = {k: v for k, v in m.items() if isinstance(v, float)}
+        self.writer.write(done, cfg.data.eval_split, {**summary, "epoch": epoch,
+                                                      "per_class_recall": m["per_class_recall"]})
+        skipped = f", {it.num_substituted} unreadable train images replaced" if it.num_substituted else ""
+        self.progress.message(f"epoch {epoch}: {cfg.data.eval_split} accuracy {m['accuracy']:.4f}, balanced "
+                              f"{m['balanced_accuracy']:.4f}, loss {m['ce_loss']:.4f}{skipped}")
+        best = result.get("best")
+        if best is None or m[cfg.best_metric] > best[cfg.best_metric]:
+            best = {**summary, "step": done, "epoch": epoch}
+            self.save_best(state, best)
+        return {"final": m, "best": best}
+
+    def eval_batch(self) -> int:
+        return self.config.eval_batch_size if self.config.eval_batch_size > 0 else self.config.batch_size
+
+    def save_best(self, state: Any, best: dict) -> None:
+        """The best model so far as a model directory: `fer_jax.load_pretrained(workdir/best)`,
+        `porting/export.py workdir/best` and `--config.init_from` all read it."""
+        if not self.primary:
+            return
+        host = self.dp.get_state(state)
+        hparams = {k: v for k, v in self.config.model.items() if k != "name"}
+        pretrained.save_pretrained(os.path.join(self.workdir, "best"), self.config.model.name, hparams,
+                                   state_lib.model_variables(host),
+                                   {"trained": {**best, "workdir": os.path.abspath(self.workdir),
+                                                "class_names": list(self.train_src.class_names)}},
+                                   overwrite=True)
+        with open(os.path.join(self.workdir, "best_metrics.json"), "w") as f:
+            json.dump(best, f, indent=2)

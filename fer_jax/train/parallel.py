@@ -1,0 +1,92 @@
+"""One pure step, two ways to spread it over devices (`config.parallel`).
+
+- "jit": `jax.jit` over a `Mesh` of all devices, the batch sharded on "data", the state replicated. The
+  step sees the global batch; XLA inserts the all-reduces (BatchNorm statistics are global).
+- "pmap": `jax.pmap` over the local devices with axis "batch": BatchNorm averages its statistics with
+  `axis_name`, the step `pmean`s gradients and losses.
+
+Either way N devices compute what one device computes on the same global batch (measured pitfalls and
+equalities: shared/reference/jax_platform.md section 1). Multi-host runs call `jax.distributed` first;
+each process feeds its own slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from flax import jax_utils
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from fer_jax.errors import ConfigError
+
+AXIS = "batch"  # pmap axis name (BatchNorm axis_name)
+
+
+class DataParallel:
+    """Places state and batches on devices and runs jitted or pmapped steps.
+
+    Args:
+      mode: "jit" or "pmap".
+      train_step: pure `(state, batch) -> (state, metrics)`, taking `axis_name` as a keyword.
+      eval_step: pure `(state, batch) -> sums`, taking `axis_name` as a keyword.
+      global_batch: examples per step over all processes.
+    """
+
+    def __init__(self, mode: str, train_step: Callable, eval_step: Callable, global_batch: int):
+        if mode not in ("jit", "pmap"):
+            raise ConfigError(f"parallel must be 'jit' or 'pmap', not {mode!r}")
+        self.mode = mode
+        n = jax.device_count() if mode == "jit" else jax.local_device_count() * jax.process_count()
+        if global_batch % n:
+            raise ConfigError(f"batch_size {global_batch} is not divisible by the {n} devices")
+        self.local_batch = global_batch // jax.process_count()
+        if mode == "jit":
+            mesh = Mesh(np.array(jax.devices()), ("data",))
+            self._repl, self._data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+            self._train = jax.jit(functools.partial(train_step, axis_name=None),
+                                  out_shardings=(self._repl, self._repl), donate_argnums=0)
+            self._eval = jax.jit(functools.partial(eval_step, axis_name=None), out_shardings=self._repl)
+        else:
+            self._train = jax.pmap(functools.partial(train_step, axis_name=AXIS), axis_name=AXIS,
+                                   donate_argnums=0)
+            self._eval = jax.pmap(functools.partial(eval_step, axis_name=AXIS), axis_name=AXIS)
+
+    @property
+    def axis_name(self) -> str | None:
+        """What the model's BatchNorm layers must be built with."""
+        return AXIS if self.mode == "pmap" else None
+
+    def put_state(self, host_state: Any) -> Any:
+        """Host (numpy) state -> replicated on every device."""
+        if self.mode == "jit":
+            return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self._repl, np.asarray(a)),
+                                host_state)
+        return jax_utils.replicate(host_state)
+
+    def get_state(self, state: Any) -> Any:
+        """Device state -> host numpy (one replica)."""
+        if self.mode == "pmap":
+            state = jax.tree.map(lambda a: a[0], state)
+        return jax.device_get(state)
+
+    def put_batch(self, local: dict) -> Any:
+        """This process's slice of a global batch -> the step's input layout."""
+        if self.mode == "jit":
+            return {k: jax.make_array_from_process_local_data(self._data, np.asarray(v)) for k, v in local.items()}
+        n = jax.local_device_count()
+        return {k: np.asarray(v).reshape(n, -1, *np.shape(v)[1:]) for k, v in local.items()}
+
+    def train(self, state: Any, batch: Any) -> tuple[Any, dict]:
+        state, metrics = self._train(state, batch)
+        return state, self._first(metrics)
+
+    def evaluate(self, state: Any, batch: Any) -> dict:
+        return self._first(self._eval(state, batch))
+
+    def _first(self, tree: Any) -> Any:
+        return jax.tree.map(lambda a: a[0], tree) if self.mode == "pmap" else tree

@@ -1,0 +1,69 @@
+"""What a network is trained for: its loss, its extra trainable parameters, and its logits.
+
+A task turns the model's outputs (whatever upstream's `forward` returns) into a loss and into the
+logits that metrics use; the training step stays network-agnostic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fer_jax.errors import ConfigError
+from fer_jax.train import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    """Single-label classification with cross-entropy on the first (or only) output."""
+
+    kind = "multiclass"
+
+    def init_aux(self, rng: jax.Array) -> dict:
+        return {}
+
+    def logits(self, outputs: Any) -> jax.Array:
+        return outputs[0] if isinstance(outputs, tuple) else outputs
+
+    def loss(self, outputs: Any, labels: jax.Array, aux: dict, axis_name: str | None = None
+             ) -> tuple[jax.Array, dict]:
+        ce = losses.cross_entropy(self.logits(outputs).astype(jnp.float32), labels)
+        return ce, {"ce": ce}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dan(Classification):
+    """DAN: CE + affinity loss (trainable centers [num_centers, feat_dim]) + partition loss, weights 1.
+
+    `num_centers` is 8 in yaoing/DAN:rafdb.py for the 7 RAF-DB classes (the constructor default; the 8th
+    center is never matched but enters the variance), and `--num_class` in affectnet.py.
+    """
+
+    num_centers: int = 8
+    feat_dim: int = 512
+
+    def init_aux(self, rng: jax.Array) -> dict:
+        return {"centers": jax.random.normal(rng, (self.num_centers, self.feat_dim), jnp.float32)}
+
+    def loss(self, outputs: Any, labels: jax.Array, aux: dict, axis_name: str | None = None
+             ) -> tuple[jax.Array, dict]:
+        outputs = tuple(o.astype(jnp.float32) for o in outputs)
+        return losses.dan_loss(outputs, labels, aux["centers"], axis_name)
+
+
+def create(cfg: ml_collections.ConfigDict) -> Classification:
+    """The task named by `config.task.name` with its options.
+
+    Raises:
+      ConfigError: unknown task.
+    """
+    options = {k: v for k, v in cfg.items() if k != "name"}
+    if cfg.name == "dan":
+        return Dan(**options)
+    if cfg.name == "classification":
+        return Classification(**options)
+    raise ConfigError(f"unknown task.name {cfg.name!r}; use dan or classification")

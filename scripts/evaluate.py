@@ -1,0 +1,31 @@
+"""Evaluate a model: python scripts/evaluate.py --model runs/dan/best --config configs/dan_rafdb.py [--split test] [--out DIR]
+
+`--model` is a fer-jax model directory (a training run's `best/` or `porting/convert.py` output); the
+recipe `--config` says where the data is and how to preprocess it (`--config.data.root=...` overrides).
+Prints accuracy, balanced accuracy and the confusion matrix; `--out` also writes report.json and
+confusion_matrix.png.
+"""
+
+from __future__ import annotations
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from fer_jax import cli
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "recipe file (configs/<network>_<dataset>.py[:variant])",
+                                          lock_config=True)
+_MODEL = flags.DEFINE_string("model", None, "fer-jax model directory")
+_SPLIT = flags.DEFINE_string("split", None, "dataset split (default: the recipe's eval_split)")
+_OUT = flags.DEFINE_string("out", None, "directory for report.json and confusion_matrix.png")
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    from fer_jax.evaluate.run import evaluate_model  # heavy imports after flag parsing
+
+    cli.run_user(lambda: evaluate_model(_MODEL.value, _CONFIG.value, _SPLIT.value, _OUT.value))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=cli.flags_parser(["config", "model"]))
