@@ -48,6 +48,11 @@ def build_sources(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
 
 def build_module(config: ml_collections.ConfigDict, axis_name: str | None, num_classes: int):
     hparams = {k: v for k, v in config.model.items() if k != "name"}
+    known = models.REGISTRY[config.model.name].defaults
+    unknown = sorted(set(hparams) - set(known))
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]} is not a hyperparameter of {config.model.name} "
+                          f"(it has: {', '.join(known)})")
     for key in ("num_class", "num_classes"):
         if key in hparams and hparams[key] != num_classes:
             raise ConfigError(f"model.{key}={hparams[key]} but the {config.data.name} {config.data.train_split} "

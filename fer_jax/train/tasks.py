@@ -62,8 +62,12 @@ def create(cfg: ml_collections.ConfigDict) -> Classification:
       ConfigError: unknown task.
     """
     options = {k: v for k, v in cfg.items() if k != "name"}
-    if cfg.name == "dan":
-        return Dan(**options)
-    if cfg.name == "classification":
-        return Classification(**options)
-    raise ConfigError(f"unknown task.name {cfg.name!r}; use dan or classification")
+    known = {"dan": Dan, "classification": Classification}
+    if cfg.name not in known:
+        raise ConfigError(f"unknown task.name {cfg.name!r}; use {' or '.join(known)}")
+    fields = {f.name for f in dataclasses.fields(known[cfg.name])}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(f"task.{unknown[0]} is not an option of task {cfg.name!r} (it has: "
+                          f"{', '.join(sorted(fields)) or 'none'})")
+    return known[cfg.name](**options)
