@@ -53,15 +53,15 @@ def epoch_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epo
     spe = max(1, steps_per_epoch)
     name = cfg.name
 
-    def epoch_of(step):
-        return (step // spe).astype(jnp.float32)
+    def epoch_of(step):  # float32, or float64 when jax_enable_x64 is on
+        return (jnp.asarray(step) // spe).astype(jnp.result_type(float))
 
     if name == "constant":
-        return lambda step: jnp.full((), base_lr, jnp.float32)
+        return lambda step: jnp.full((), base_lr, jnp.result_type(float))
     if name == "step":
         return lambda step: base_lr * cfg.gamma ** jnp.floor(epoch_of(step) / cfg.step_epochs)
     if name == "multistep":
-        milestones = jnp.asarray(sorted(cfg.milestones), jnp.float32)
+        milestones = jnp.asarray(sorted(cfg.milestones))
         return lambda step: base_lr * cfg.gamma ** jnp.sum(epoch_of(step) >= milestones)
     if name == "exponential":
         return lambda step: base_lr * cfg.gamma ** epoch_of(step)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from fer_jax.train import tasks
 from fer_jax.train.state import TrainState
 
 
@@ -65,7 +66,7 @@ def eval_step(variables: dict, batch: dict, *, module: nn.Module, task: Any, num
     x = batch["image"] if compute_dtype is None else batch["image"].astype(compute_dtype)
     y, mask = batch["label"], batch["mask"]
     outputs = module.apply(variables, x, train=False)
-    logits = task.logits(outputs).astype(jnp.float32)
+    logits = tasks.at_least_float32(task.logits(outputs))
     pred = jnp.argmax(logits, -1)
     m = mask.astype(jnp.int32)
     confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[y, pred].add(m)

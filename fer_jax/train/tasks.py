@@ -17,6 +17,11 @@ from fer_jax.errors import ConfigError
 from fer_jax.train import losses
 
 
+def at_least_float32(x: jax.Array) -> jax.Array:
+    """Losses run in float32 when the model computes in bfloat16 (and stay float64 under x64)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 @dataclasses.dataclass(frozen=True)
 class Classification:
     """Single-label classification with cross-entropy on the first (or only) output."""
@@ -31,7 +36,7 @@ class Classification:
 
     def loss(self, outputs: Any, labels: jax.Array, aux: dict, axis_name: str | None = None
              ) -> tuple[jax.Array, dict]:
-        ce = losses.cross_entropy(self.logits(outputs).astype(jnp.float32), labels)
+        ce = losses.cross_entropy(at_least_float32(self.logits(outputs)), labels)
         return ce, {"ce": ce}
 
 
@@ -51,7 +56,7 @@ class Dan(Classification):
 
     def loss(self, outputs: Any, labels: jax.Array, aux: dict, axis_name: str | None = None
              ) -> tuple[jax.Array, dict]:
-        outputs = tuple(o.astype(jnp.float32) for o in outputs)
+        outputs = tuple(at_least_float32(o) for o in outputs)
         return losses.dan_loss(outputs, labels, aux["centers"], axis_name)
 
 

@@ -33,9 +33,12 @@ def float64(tree):
 
 
 def max_diff(a, b) -> float:
-    leaves = jax.tree.leaves(jax.tree.map(lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - y))
-                                                         if np.size(x) else 0.0, a, b))
-    return max(leaves)
+    """max over leaves of max|x - y| / max(1, max|y|)."""
+    def diff(x, y):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        return float(np.max(np.abs(x - y)) / max(1.0, np.max(np.abs(y)))) if x.size else 0.0
+
+    return max(jax.tree.leaves(jax.tree.map(diff, a, b)), default=0.0)
 
 
 def run(mode: str | None, tx, host_state, batches):
