@@ -43,6 +43,14 @@ def abstract_variables(module: nn.Module, arch: str, dtype: Any = jnp.float32) -
     return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype), train=False))
 
 
+def _local_checkpointer() -> ocp.StandardCheckpointer:
+    """An Orbax checkpointer for this process alone: in a multi-host run, process 0 writes the best model
+    while the others train on, so it must not wait at a barrier for them."""
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me}))
+
+
 def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
     """Reads and checks `fer_jax.json` of a converted-model directory.
 
@@ -81,7 +89,7 @@ def load_pretrained(directory: str | os.PathLike, **module_overrides: Any) -> tu
     module = models.create(meta["arch"], **{**meta["hparams"], **module_overrides})
     target = abstract_variables(module, meta["arch"])
     try:
-        with ocp.StandardCheckpointer() as ckptr:
+        with _local_checkpointer() as ckptr:
             variables = ckptr.restore(os.path.abspath(os.path.join(directory, VARIABLES)), target)
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CheckpointError(f"{directory}: variables do not match {meta['arch']} "
@@ -127,7 +135,7 @@ def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, 
     meta = {"format": FORMAT, "arch": arch, "hparams": hparams, **(metadata or {})}
     with atomic_directory(directory, overwrite) as tmp:
         tree = jax.tree.map(np.asarray, variables)
-        with ocp.StandardCheckpointer() as ckptr:
+        with _local_checkpointer() as ckptr:
             ckptr.save(os.path.join(tmp, VARIABLES), tree)
             ckptr.wait_until_finished()
         with open(os.path.join(tmp, METADATA), "w") as f:

@@ -21,8 +21,12 @@ def main(argv: list[str]) -> None:
     del argv
     from fer_jax.train.loop import train_and_evaluate  # heavy imports after flags (grain re-imports __main__)
 
+    import jax
+
     config = _CONFIG.value
     result = cli.run_user(lambda: train_and_evaluate(config, _WORKDIR.value))
+    if jax.process_index() != 0:
+        return
     best = result.get("best") or {}
     print(f"done: best {config.best_metric} {best.get(config.best_metric, float('nan')):.4f} at epoch "
           f"{best.get('epoch')}; model in {_WORKDIR.value}/best")

@@ -2,7 +2,7 @@
 
 Training stream (grain Dataset API, shared/reference/jax_platform.md section 4):
 
-    MapDataset.range(inf).map(example(q))[process_index::process_count].batch(b)[start_step:]
+    MapDataset.range(inf).map(position_of_local(i)).map(example(q)).batch(b)[start_step:]
         .to_iter_dataset(ReadOptions(...)).mp_prefetch(...)            # mp_prefetch only if num_workers > 0
 
 - q is the position in the global stream. Epoch e covers q in [e*S*B, (e+1)*S*B) with S = N // B steps
@@ -11,8 +11,10 @@ Training stream (grain Dataset API, shared/reference/jax_platform.md section 4):
   epoch is dropped and every batch has a static shape.
 - Which example q is, and the RNG of its augmentation, are functions of (seed, q) only. So the output
   does not depend on the number of workers or read threads, and a run of P processes sees exactly the
-  global batches of a 1-process run: process p takes positions p, p+P, ... of each global batch
-  (sharding after the global shuffle).
+  global batches of a 1-process run: process p takes the contiguous rows [p*b, (p+1)*b) of each global
+  batch (sharding after the global shuffle), so the global array that
+  `jax.make_array_from_process_local_data` assembles has the rows in the same order as one process's
+  batch, and reductions over it round the same way.
 - Resuming is slicing: `start_step=k` starts at global batch k, whatever the worker count.
 
 Unreadable images: a listed file that is missing or corrupt is replaced by the next readable record
@@ -227,6 +229,17 @@ def _to_iterator(ds: grain.MapDataset, num_workers: int, read_threads: int, pref
     return it
 
 
+class BlockShard:
+    """This process's i-th stream position -> global position q: rows [p*b, (p+1)*b) of each global batch."""
+
+    def __init__(self, global_batch: int, local_batch: int, process_index: int):
+        self.global_batch, self.local_batch, self.offset = global_batch, local_batch, process_index * local_batch
+
+    def __call__(self, i: int) -> int:
+        step, row = divmod(int(i), self.local_batch)
+        return step * self.global_batch + self.offset + row
+
+
 def _local_batch(global_batch: int, process_index: int, process_count: int) -> int:
     if process_count < 1 or not 0 <= process_index < process_count:
         raise ConfigError(f"process_index {process_index} is not in [0, {process_count})")
@@ -271,8 +284,9 @@ def train_iterator(source: ImageSource, preprocess: str | transforms.Chain, *, g
     if sampler == "balanced" and source.task != MULTICLASS:
         raise ConfigError(f"sampler='balanced' needs a multi-class dataset; {source.dataset} is {source.task}")
     order = EpochSampler(source.labels, global_batch, seed, sampler)
-    ds = grain.MapDataset.range(sys.maxsize).map(TrainExample(source, _parse(preprocess), order, seed))
-    ds = ds[process_index::process_count].batch(b, drop_remainder=True)[start_step:]
+    ds = (grain.MapDataset.range(sys.maxsize).map(BlockShard(global_batch, b, process_index))
+          .map(TrainExample(source, _parse(preprocess), order, seed)))
+    ds = ds.batch(b, drop_remainder=True)[start_step:]
     return DataIterator(_to_iterator(ds, num_workers, read_threads, prefetch), source, None)
 
 
@@ -286,6 +300,7 @@ def eval_iterator(source: ImageSource, preprocess: str | transforms.Chain, *, gl
     """
     b = _local_batch(global_batch, process_index, process_count)
     num_batches = -(-len(source) // global_batch)
-    ds = grain.MapDataset.range(num_batches * global_batch).map(EvalExample(source, _parse(preprocess)))
-    ds = ds[process_index::process_count].batch(b, drop_remainder=True)
+    ds = (grain.MapDataset.range(num_batches * b).map(BlockShard(global_batch, b, process_index))
+          .map(EvalExample(source, _parse(preprocess))))
+    ds = ds.batch(b, drop_remainder=True)
     return DataIterator(_to_iterator(ds, num_workers, read_threads, prefetch), source, num_batches)

@@ -120,6 +120,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     validate(config)
     setup_distributed(config.distributed)
     primary = jax.process_index() == 0
+    if not primary:  # one voice per run: process 0 reports, writes metrics and the best model
+        log = lambda *args: None  # noqa: E731
     os.makedirs(workdir, exist_ok=True)
     if primary:
         with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -159,7 +161,8 @@ class _Run:
         self.primary, self.log = primary, log
         self.ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
         self.writer = reporting.MetricWriter(workdir, active=primary)
-        self.progress = reporting.Progress(total, 0, config.batch_size)
+        self.progress = reporting.Progress(total, 0, config.batch_size,
+                                           stream=None if primary else open(os.devnull, "w"))
 
     def data_kwargs(self) -> dict[str, Any]:
         d = self.config.data

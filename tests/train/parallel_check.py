@@ -1,6 +1,10 @@
 """Runs one DAN training step three ways and prints the differences as JSON (run in a subprocess).
 
     XLA_FLAGS=--xla_force_host_platform_device_count=4 python parallel_check.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python parallel_check.py PORT NUM_PROCESSES PROCESS_ID
+
+The second form joins a multi-process run on loopback (jax.distributed); every process feeds its own
+rows of each global batch, and process 0 prints the result.
 
 (a) one device on the global batch (the reference), (b) `pmap` over all devices, (c) `jit` over a Mesh.
 Float64, so any difference above ~1e-12 is semantic (a missing pmean, unsynchronised BatchNorm
@@ -13,10 +17,15 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
+if len(sys.argv) == 4:
+    port, num_processes, process_id = map(int, sys.argv[1:])
+    jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
+                               process_id=process_id)
 
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
@@ -48,7 +57,7 @@ def run(mode: str | None, tx, host_state, batches):
     train = functools.partial(steps.train_step, module=module, task=task, tx=tx)
     if mode is None:  # the reference: one device, global batch, no parallel machinery
         step = jax.jit(train)
-        state = jax.device_put(host_state, jax.devices()[0])
+        state = jax.device_put(host_state, jax.local_devices()[0])
         losses = []
         for b in batches:
             state, m = step(state, b)
@@ -57,8 +66,10 @@ def run(mode: str | None, tx, host_state, batches):
     dp = parallel.DataParallel(mode, train, functools.partial(steps.eval_step, module=module, task=task,
                                                                    num_classes=7), BATCH)
     state, losses = dp.put_state(host_state), []
-    for b in batches:
-        state, m = dp.train(state, dp.put_batch(b))
+    rows = BATCH // jax.process_count()
+    for b in batches:  # this process's rows of the global batch
+        local = {k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in b.items()}
+        state, m = dp.train(state, dp.put_batch(local))
         losses.append(float(m["loss"]))
     return dp.get_state(state), losses
 
@@ -82,7 +93,8 @@ def main():
                 "scale": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(
                     jax.tree.map(lambda a, b: a - b, ref.params, host.params))),
             }
-    print(json.dumps(results))
+    if jax.process_index() == 0:
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":

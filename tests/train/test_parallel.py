@@ -8,18 +8,13 @@ import pathlib
 import subprocess
 import sys
 
+import portpicker
 import pytest
 
 HERE = pathlib.Path(__file__).parent
 
 
-@pytest.mark.slow
-def test_four_devices_equal_one_device():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
-    r = subprocess.run([sys.executable, str(HERE / "parallel_check.py")], env=env, capture_output=True, text=True,
-                       timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    results = json.loads(r.stdout.strip().splitlines()[-1])
+def check(results: dict) -> None:
     assert results["devices"] == 4
     for key, diffs in results.items():
         if key == "devices":
@@ -28,3 +23,27 @@ def test_four_devices_equal_one_device():
         # double-counted gradients) shows at >= 1e-4; rounding stays near 1e-13 of the update scale.
         bound = 1e-10 * max(1.0, diffs["scale"])
         assert max(diffs["loss"], diffs["params"], diffs["batch_stats"], diffs["opt_state"]) <= bound, (key, diffs)
+
+
+def env(devices: int) -> dict:
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
+
+
+@pytest.mark.slow
+def test_four_devices_equal_one_device():
+    r = subprocess.run([sys.executable, str(HERE / "parallel_check.py")], env=env(4), capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    check(json.loads(r.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_two_processes_of_two_devices_equal_one_device():
+    """jax.distributed over loopback: 2 processes x 2 CPU devices, each feeding its half of every batch."""
+    port = portpicker.pick_unused_port()
+    procs = [subprocess.Popen([sys.executable, str(HERE / "parallel_check.py"), str(port), "2", str(i)], env=env(2),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    check(json.loads(outs[0][0].strip().splitlines()[-1]))
