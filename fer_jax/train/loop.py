@@ -122,11 +122,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     primary = jax.process_index() == 0
     if not primary:  # one voice per run: process 0 reports, writes metrics and the best model
         log = lambda *args: None  # noqa: E731
+    train_src, eval_src = build_sources(config.data)  # a bad dataset fails before the workdir is touched
     os.makedirs(workdir, exist_ok=True)
     if primary:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    train_src, eval_src = build_sources(config.data)
     spe = data.steps_per_epoch(len(train_src), config.batch_size)
     if spe == 0:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_src)} training examples")
