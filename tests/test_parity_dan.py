@@ -10,7 +10,6 @@ torch's own fp32 and fp64 results, measured in the same test.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

@@ -9,7 +9,6 @@ import torch
 
 import parity
 import torch_helpers
-from porting import reference
 
 
 def run(num_classes, dtype, train, size, block_outputs=False):
