@@ -47,3 +47,29 @@ def format_confusion(confusion: np.ndarray, class_names: Sequence[str]) -> str:
     rows = [f"{n[:width]:>{width}}  " + " ".join(f"{v:>{width}d}" for v in row)
             for n, row in zip(class_names, np.asarray(confusion, np.int64))]
     return "\n".join([head, *rows])
+
+
+def from_sums(totals: dict, names: Sequence[str]) -> dict[str, Any]:
+    """Metrics from an evaluation's summed counts (`Task.eval_sums` over every batch).
+
+    Args:
+      totals: {"confusion" [K, K] or "hits" [A], "loss_sum", "count"} as host arrays.
+      names: class or attribute names.
+    """
+    count = int(totals["count"])
+    if "confusion" in totals:
+        result = classification(totals["confusion"], names)
+        result["confusion"] = np.asarray(totals["confusion"]).tolist()
+    else:
+        result = multilabel(totals["hits"], count, names)
+    result["loss"] = float(totals["loss_sum"]) / max(count, 1)
+    return result
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """The headline numbers of `from_sums`' result."""
+    if "confusion" in result:
+        return (f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
+                f"loss {result['loss']:.4f} ({result['count']} images)")
+    return f"mean attribute accuracy {result['mean_attribute_accuracy']:.4f}, loss {result['loss']:.4f} " \
+           f"({result['count']} images)"

@@ -21,7 +21,7 @@ from fer_jax.train import steps, tasks
 
 def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str | None = None,
                    out_dir: str | None = None, log=print) -> dict[str, Any]:
-    """Runs the model in `model_dir` over `split` of the dataset in `config.data`.
+    """Runs the model in `model_dir` over `split` of the dataset in `config.data` (single- or multi-label).
 
     Args:
       model_dir: a fer-jax model directory (`porting/convert.py` output or `<workdir>/best`).
@@ -54,19 +54,20 @@ def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str
     finally:
         iterator.close()
     totals = jax.device_get(totals)
-    result = metrics.classification(totals["confusion"], source.class_names)
-    result["ce_loss"] = float(totals["ce_sum"]) / max(int(totals["count"]), 1)
-    result["confusion"] = np.asarray(totals["confusion"]).tolist()
-    log(f"{model_dir} on {d.name} {split or d.eval_split} ({result['count']} images): accuracy "
-        f"{result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}")
-    log(metrics.format_confusion(totals["confusion"], source.class_names))
+    result = metrics.from_sums(totals, source.class_names)
+    log(f"{model_dir} on {d.name} {split or d.eval_split}: {metrics.summary_line(result)}")
+    if "confusion" in totals:
+        log(metrics.format_confusion(totals["confusion"], source.class_names))
+    else:
+        log("\n".join(f"{n:>20} {a:.4f}" for n, a in result["per_attribute_accuracy"].items()))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "report.json"), "w") as f:
             json.dump({"model": os.path.abspath(model_dir), "dataset": d.name, **result}, f, indent=2)
-        plot_confusion(np.asarray(totals["confusion"]), source.class_names,
-                       os.path.join(out_dir, "confusion_matrix.png"))
-        log(f"wrote {out_dir}/report.json and confusion_matrix.png")
+        if "confusion" in totals:
+            plot_confusion(np.asarray(totals["confusion"]), source.class_names,
+                           os.path.join(out_dir, "confusion_matrix.png"))
+        log(f"wrote {out_dir}/report.json" + (" and confusion_matrix.png" if "confusion" in totals else ""))
     return result
 
 

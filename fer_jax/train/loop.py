@@ -91,23 +91,27 @@ def initial_state(config, workdir, module, task, tx, image_shape, log) -> tuple[
     return host, {"epoch": 0, "best": None}
 
 
-def evaluate(dp: parallel.DataParallel, variables: Any, iterator: Any, class_names) -> dict:
-    """One pass over a held-out split; every metric from the summed confusion matrix."""
+def evaluate(dp: parallel.DataParallel, variables: Any, iterator: Any, names) -> dict:
+    """One pass over a held-out split; every metric from the summed counts."""
     totals = None
     for batch in iterator:
         sums = dp.evaluate(variables, dp.put_batch(batch))
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    result = metrics_lib.classification(totals["confusion"], class_names)
-    result["ce_loss"] = float(totals["ce_sum"]) / max(int(totals["count"]), 1)
-    result["confusion"] = totals["confusion"].tolist()
-    return result
+    return metrics_lib.from_sums(jax.device_get(totals), names)
 
 
-def _mean_metrics(window: list[dict]) -> dict[str, float]:
+def _window_sums(window: list[dict]) -> dict[str, float]:
+    """Sums over a window of step metrics (losses summed over steps; `steps` counts them)."""
     host = jax.device_get(window)
-    out = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k not in ("correct", "count")}
-    out["accuracy"] = float(sum(m["correct"] for m in host) / max(sum(m["count"] for m in host), 1))
+    sums = {k: float(np.sum([m[k] for m in host])) for k in host[0]}
+    sums["steps"] = len(host)
+    return sums
+
+
+def _means(sums: dict[str, float]) -> dict[str, float]:
+    """Per-step means of the losses and the accuracy of the decisions, from `_window_sums`."""
+    out = {k: v / sums["steps"] for k, v in sums.items() if k not in ("correct", "count", "steps")}
+    out["accuracy"] = sums["correct"] / max(sums["count"], 1)
     return out
 
 
@@ -122,11 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     primary = jax.process_index() == 0
     if not primary:  # one voice per run: process 0 reports, writes metrics and the best model
         log = lambda *args: None  # noqa: E731
-    train_src, eval_src = build_sources(config.data)  # a bad dataset fails before the workdir is touched
-    os.makedirs(workdir, exist_ok=True)
-    if primary:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    train_src, eval_src = build_sources(config.data)
     spe = data.steps_per_epoch(len(train_src), config.batch_size)
     if spe == 0:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_src)} training examples")
@@ -142,6 +142,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
         functools.partial(steps.eval_step, module=module, task=task, num_classes=train_src.num_classes,
                           compute_dtype=compute),
         config.batch_size)
+    # Everything above can refuse the configuration or the dataset; only now is the workdir touched.
+    os.makedirs(workdir, exist_ok=True)
+    if primary:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
     size = config.data.image_size
     host, record = initial_state(config, workdir, module, task, tx, (size, size, 3), log)
     start = int(host.step)
@@ -163,6 +168,7 @@ class _Run:
         self.writer = reporting.MetricWriter(workdir, active=primary)
         self.progress = reporting.Progress(total, 0, config.batch_size,
                                            stream=None if primary else open(os.devnull, "w"))
+        self.epoch_sums: dict[str, float] = {}  # training metrics of the current epoch
 
     def data_kwargs(self) -> dict[str, Any]:
         d = self.config.data
@@ -173,7 +179,8 @@ class _Run:
         cfg = self.config
         it = data.train_iterator(self.train_src, cfg.data.train_pp, global_batch=cfg.batch_size, seed=cfg.seed,
                                  start_step=start, sampler=cfg.data.sampler, **self.data_kwargs())
-        window, last_good, result = [], record, {"best": record.get("best")}
+        last_good = {**record, "step": start} if start else record
+        window, result = [], {"best": record.get("best")}
         try:
             for step in range(start, self.total):
                 state, m = self.dp.train(state, self.dp.put_batch(next(it)))
@@ -199,7 +206,9 @@ class _Run:
         return result
 
     def report_train(self, done: int, window: list[dict], last_good: dict) -> None:
-        scalars = _mean_metrics(window)
+        sums = _window_sums(window)
+        self.epoch_sums = {k: self.epoch_sums.get(k, 0.0) + v for k, v in sums.items()}
+        scalars = _means(sums)
         if not all(math.isfinite(v) for v in scalars.values()):
             where = (f"the last good checkpoint is step {last_good['step']} in {self.ckpts.directory}"
                      if "step" in last_good else "no checkpoint was written")
@@ -214,7 +223,13 @@ class _Run:
     def end_of_epoch(self, state: Any, done: int, record: dict, result: dict, it: Any) -> dict:
         cfg = self.config
         epoch = math.ceil(done / self.spe)
+        train = _means(self.epoch_sums)
+        self.epoch_sums = {}
+        self.writer.write(done, "train_epoch", {**train, "epoch": epoch})
+        skipped = f"; {it.num_substituted} unreadable train images replaced" if it.num_substituted else ""
+        line = f"epoch {epoch}: train loss {train['loss']:.4f}, accuracy {train['accuracy']:.4f}{skipped}"
         if epoch % cfg.eval_every_epochs and done != self.total:
+            self.progress.message(line)
             return result
         eval_it = data.eval_iterator(self.eval_src, cfg.data.eval_pp, global_batch=self.eval_batch(),
                                      **self.data_kwargs())
@@ -223,16 +238,13 @@ class _Run:
         finally:
             eval_it.close()
         if cfg.best_metric not in m:
-            raise ConfigError(f"best_metric={cfg.best_metric!r} is not an evaluation metric ({', '.join(m)})")
-        summary = {k: v for k, v in m.items() if isinstance(v, float)}
-        self.writer.write(done, cfg.data.eval_split, {**summary, "epoch": epoch,
-                                                      "per_class_recall": m["per_class_recall"]})
-        skipped = f", {it.num_substituted} unreadable train images replaced" if it.num_substituted else ""
-        self.progress.message(f"epoch {epoch}: {cfg.data.eval_split} accuracy {m['accuracy']:.4f}, balanced "
-                              f"{m['balanced_accuracy']:.4f}, loss {m['ce_loss']:.4f}{skipped}")
+            raise ConfigError(f"best_metric={cfg.best_metric!r} is not an evaluation metric "
+                              f"({', '.join(k for k, v in m.items() if isinstance(v, float))})")
+        self.writer.write(done, cfg.data.eval_split, {**m, "epoch": epoch})
+        self.progress.message(f"{line} | {cfg.data.eval_split} {metrics_lib.summary_line(m)}")
         best = result.get("best")
         if best is None or m[cfg.best_metric] > best[cfg.best_metric]:
-            best = {**summary, "step": done, "epoch": epoch}
+            best = {**{k: v for k, v in m.items() if isinstance(v, float)}, "step": done, "epoch": epoch}
             self.save_best(state, best)
         return {"final": m, "best": best}
 

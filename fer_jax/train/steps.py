@@ -46,30 +46,21 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module, task: Any, 
     grads, loss, terms = _mean((grads, loss, terms), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, **terms,
-               "correct": _sum(jnp.sum(jnp.argmax(logits, -1) == y), axis_name),
-               "count": _sum(jnp.asarray(y.shape[0]), axis_name)}
+    correct, count = task.correct(logits, y)
+    metrics = {"loss": loss, **terms, "correct": _sum(correct, axis_name), "count": _sum(count, axis_name)}
     new = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
     return new, metrics
 
 
 def eval_step(variables: dict, batch: dict, *, module: nn.Module, task: Any, num_classes: int,
               axis_name: str | None = None, compute_dtype: Any = None) -> dict:
-    """Sums over the real examples of a padded batch {"image", "label", "mask"}.
+    """Sums over the real examples of a padded batch {"image", "label", "mask"} (see `task.eval_sums`:
+    a confusion matrix for classification, per-attribute hits for multi-label).
 
     Args:
       variables: the model's Flax variables ({"params", "batch_stats"}).
-
-    Returns:
-      {"confusion": [K, K] int32 (true, predicted), "ce_sum": float, "count": int}.
     """
     x = batch["image"] if compute_dtype is None else batch["image"].astype(compute_dtype)
-    y, mask = batch["label"], batch["mask"]
     outputs = module.apply(variables, x, train=False)
     logits = tasks.at_least_float32(task.logits(outputs))
-    pred = jnp.argmax(logits, -1)
-    m = mask.astype(jnp.int32)
-    confusion = jnp.zeros((num_classes, num_classes), jnp.int32).at[y, pred].add(m)
-    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    sums = {"confusion": confusion, "ce_sum": jnp.sum(jnp.where(mask, ce, 0.0)), "count": jnp.sum(m)}
-    return _sum(sums, axis_name)
+    return _sum(task.eval_sums(logits, batch["label"], batch["mask"], num_classes), axis_name)
