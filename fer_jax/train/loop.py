@@ -261,7 +261,8 @@ class _Run:
         pretrained.save_pretrained(os.path.join(self.workdir, "best"), self.config.model.name, hparams,
                                    state_lib.model_variables(host),
                                    {"trained": {**best, "workdir": os.path.abspath(self.workdir),
-                                                "class_names": list(self.train_src.class_names)}},
+                                                "class_names": list(self.train_src.class_names),
+                                                "task": self.train_src.task, "eval_pp": self.config.data.eval_pp}},
                                    overwrite=True)
         with open(os.path.join(self.workdir, "best_metrics.json"), "w") as f:
             json.dump(best, f, indent=2)
