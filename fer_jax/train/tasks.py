@@ -24,16 +24,21 @@ def at_least_float32(x: jax.Array) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class Classification:
-    """Single-label classification with cross-entropy on the first (or only) output."""
-
-    kind = "multiclass"
+class _Task:
+    """No extra trainable parameters; the logits are the first (or only) output."""
 
     def init_aux(self, rng: jax.Array) -> dict:
         return {}
 
     def logits(self, outputs: Any) -> jax.Array:
         return outputs[0] if isinstance(outputs, tuple) else outputs
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification(_Task):
+    """Single-label classification with cross-entropy on the logits."""
+
+    kind = "multiclass"
 
     def loss(self, outputs: Any, labels: jax.Array, aux: dict, axis_name: str | None = None
              ) -> tuple[jax.Array, dict]:
@@ -53,17 +58,11 @@ class Classification:
 
 
 @dataclasses.dataclass(frozen=True)
-class MultiLabel:
+class MultiLabel(_Task):
     """Independent binary attributes (CelebA's 40): BCE with logits, mean over batch and attributes
     (torch.nn.BCEWithLogitsLoss defaults); an attribute is predicted present when its logit is > 0."""
 
     kind = "multilabel"
-
-    def init_aux(self, rng: jax.Array) -> dict:
-        return {}
-
-    def logits(self, outputs: Any) -> jax.Array:
-        return outputs[0] if isinstance(outputs, tuple) else outputs
 
     def loss(self, outputs: Any, labels: jax.Array, aux: dict, axis_name: str | None = None
              ) -> tuple[jax.Array, dict]:
