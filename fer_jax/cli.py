@@ -42,6 +42,19 @@ def _one_line(e: BaseException) -> str:
     return "; ".join(parts)
 
 
+def exit_code(fn: Callable[[], Any], code: int = 2) -> int:
+    """For argparse entry points (porting/): 0 if `fn` succeeds; a UserError becomes
+    `error: <message>` on stderr and the returned `code`."""
+    from fer_jax.errors import UserError
+
+    try:
+        fn()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return code
+    return 0
+
+
 def run_user(fn: Callable[[], Any]) -> Any:
     """Runs `fn` with library INFO logs hidden (unless --verbosity is given); a UserError becomes
     `error: <message>` on stderr and exit code 1."""

@@ -85,6 +85,16 @@ def load_pretrained(directory: str | os.PathLike, **module_overrides: Any) -> tu
     Raises:
       CheckpointError: the directory is not a readable fer-jax model.
     """
+    _, module, variables = load_with_metadata(directory, **module_overrides)
+    return module, variables
+
+
+def load_with_metadata(directory: str | os.PathLike, **module_overrides: Any) -> tuple[dict, nn.Module, dict]:
+    """`load_pretrained`, also returning the directory's metadata (read once).
+
+    Raises:
+      CheckpointError: the directory is not a readable fer-jax model.
+    """
     meta = read_metadata(directory)
     module = models.create(meta["arch"], **{**meta["hparams"], **module_overrides})
     target = abstract_variables(module, meta["arch"])
@@ -94,7 +104,7 @@ def load_pretrained(directory: str | os.PathLike, **module_overrides: Any) -> tu
     except (FileNotFoundError, ValueError, KeyError) as e:
         raise CheckpointError(f"{directory}: variables do not match {meta['arch']} "
                               f"{meta['hparams']} ({str(e).splitlines()[0][:200]})") from None
-    return module, variables
+    return meta, module, variables
 
 
 @contextlib.contextmanager
@@ -165,8 +175,7 @@ def init_from(directory: str | os.PathLike, arch: str, variables: Any, *, drop: 
     Raises:
       CheckpointError: no rule from the source architecture, or anything unaccounted for.
     """
-    meta = read_metadata(directory)
-    _, source = load_pretrained(directory)
+    meta, _, source = load_with_metadata(directory)
     if meta["arch"] == arch:
         rule = models.InitRule()
     elif meta["arch"] in models.REGISTRY[arch].init_from:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fer_jax import models, pretrained
+from fer_jax import cli, models, pretrained
 from fer_jax.errors import CheckpointError, UserError
 from porting import archs, containers, mapping, safe_load, verify
 
@@ -117,13 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     stem = os.path.basename(args.checkpoint).split(".")[0]
     out = args.out or f"{stem}_flax"
-    try:
-        convert(args.checkpoint, out, arch=args.arch, hparam_overrides=args.hparam,
-                verify_outputs=not args.no_verify, overwrite=args.overwrite)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(lambda: convert(args.checkpoint, out, arch=args.arch, hparam_overrides=args.hparam,
+                                         verify_outputs=not args.no_verify, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from fer_jax import pretrained
-from fer_jax.errors import CheckpointError, UserError
+from fer_jax import cli, pretrained
+from fer_jax.errors import CheckpointError
 from porting import archs, mapping
 
 
@@ -33,8 +33,7 @@ def state_dict_from_directory(directory: str, default_num_batches_tracked: int =
     Raises:
       CheckpointError: the directory is unreadable or its variables do not fill the reference exactly.
     """
-    meta = pretrained.read_metadata(directory)
-    module, variables = pretrained.load_pretrained(directory)
+    meta, module, variables = pretrained.load_with_metadata(directory)
     spec = archs.ARCHS[meta["arch"]]
     kinds, _ = mapping.module_kinds(module, pretrained.example_input(spec.name), train=False)
     flat = mapping.flax_to_torch(variables, kinds, num_batches_tracked=meta.get("num_batches_tracked"),
@@ -91,12 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="the .pth file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
     args = parser.parse_args(argv)
-    try:
-        export(args.directory, args.out, overwrite=args.overwrite)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(lambda: export(args.directory, args.out, overwrite=args.overwrite))
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ def predict(model_dir: str, images: list[str], *, order: str | None = None, top:
     Raises:
       UserError: unreadable model or image, bad label order.
     """
-    meta = pretrained.read_metadata(model_dir)
-    module, variables = pretrained.load_pretrained(model_dir)
+    meta, module, variables = pretrained.load_with_metadata(model_dir)
     trained = meta.get("trained", {})
     pp = trained.get("eval_pp") or "resize({0},{1})|to_float|normalize('imagenet')".format(
         *models.REGISTRY[meta["arch"]].image_size)

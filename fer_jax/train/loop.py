@@ -57,8 +57,12 @@ def build_module(config: ml_collections.ConfigDict, axis_name: str | None, num_c
         if key in hparams and hparams[key] != num_classes:
             raise ConfigError(f"model.{key}={hparams[key]} but the {config.data.name} {config.data.train_split} "
                               f"split has {num_classes} classes")
-    dtype = jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
-    return models.create(config.model.name, **hparams, axis_name=axis_name, dtype=dtype), hparams
+    return models.create(config.model.name, **hparams, axis_name=axis_name, dtype=compute_dtype(config)), hparams
+
+
+def compute_dtype(config: ml_collections.ConfigDict) -> Any:
+    """The model's computation dtype: bfloat16, or None (that of the float32 inputs and parameters)."""
+    return jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
 
 
 def initial_state(config, workdir, module, task, tx, image_shape, log) -> tuple[Any, dict[str, Any]]:
@@ -135,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     module, hparams = build_module(config, axis_name, train_src.num_classes)
     task = tasks.create(config.task)
     tx, schedule = optim.build(config, spe)
-    compute = jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
+    compute = compute_dtype(config)
     dp = parallel.DataParallel(
         config.parallel,
         functools.partial(steps.train_step, module=module, task=task, tx=tx, compute_dtype=compute),
@@ -166,7 +170,7 @@ class _Run:
         self.primary, self.log = primary, log
         self.ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
         self.writer = reporting.MetricWriter(workdir, active=primary)
-        self.progress = reporting.Progress(total, 0, config.batch_size,
+        self.progress = reporting.Progress(total, config.batch_size,
                                            stream=None if primary else open(os.devnull, "w"))
         self.epoch_sums: dict[str, float] = {}  # training metrics of the current epoch
 
@@ -194,7 +198,7 @@ class _Run:
                     self.report_train(done, window, last_good)
                     window = []
                 if epoch_end:
-                    result = self.end_of_epoch(state, done, record, result, it)
+                    result = self.end_of_epoch(state, done, result, it)
                 if epoch_end or done % cfg.checkpoint_every_steps == 0:
                     record = {"epoch": math.ceil(done / self.spe), "best": result.get("best")}
                     self.ckpts.save(done, self.dp.get_state(state), record)
@@ -220,7 +224,7 @@ class _Run:
         self.progress.update(done, epoch, math.ceil(self.total / self.spe),
                              {k: scalars[k] for k in ("loss", "accuracy", "lr")})
 
-    def end_of_epoch(self, state: Any, done: int, record: dict, result: dict, it: Any) -> dict:
+    def end_of_epoch(self, state: Any, done: int, result: dict, it: Any) -> dict:
         cfg = self.config
         epoch = math.ceil(done / self.spe)
         train = _means(self.epoch_sums)

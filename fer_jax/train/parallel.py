@@ -44,7 +44,6 @@ class DataParallel:
         n = jax.device_count() if mode == "jit" else jax.local_device_count() * jax.process_count()
         if global_batch % n:
             raise ConfigError(f"batch_size {global_batch} is not divisible by the {n} devices")
-        self.local_batch = global_batch // jax.process_count()
         if mode == "jit":
             mesh = Mesh(np.array(jax.devices()), ("data",))
             self._repl, self._data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))

@@ -25,12 +25,12 @@ class Progress:
     On a terminal the line is redrawn in place; otherwise one line is printed per `update`.
     """
 
-    def __init__(self, total_steps: int, first_step: int, global_batch: int, stream=None):
+    def __init__(self, total_steps: int, global_batch: int, stream=None):
         self.total, self.batch = total_steps, global_batch
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self._t0: float | None = None
-        self._s0 = first_step
+        self._s0 = 0
 
     def started(self, step: int) -> None:
         """Call once the first (compiling) step has finished."""
