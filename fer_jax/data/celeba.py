@@ -12,7 +12,7 @@ import numpy as np
 
 from fer_jax.data import labels as label_tables
 from fer_jax.data.sources import (MULTILABEL, ImageSource, check_split, decode_image, malformed, parse_int,
-                                  read_lines, require_dir)
+                                  read_lines, register, require_dir)
 from fer_jax.errors import ConfigError, DatasetError
 
 OFFICIAL_LAYOUT = ("<root>/img_align_celeba/<file>, <root>/list_attr_celeba.txt (line 1: count, line 2: the "
@@ -24,6 +24,7 @@ TFDS_LAYOUT = "a tensorflow_datasets celeb_a directory prepared as array_record 
 _NUM = len(label_tables.CELEBA_ATTRIBUTES)
 
 
+@register("celeba")
 def celeba(root: str, split: str, *, layout: str = "auto") -> ImageSource:
     """CelebA, 40 binary attributes.
 

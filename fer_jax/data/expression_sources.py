@@ -14,7 +14,7 @@ import numpy as np
 
 from fer_jax.data import labels as label_tables
 from fer_jax.data.sources import (IMAGE_EXTENSIONS, MULTICLASS, ImageSource, check_split, malformed,
-                                  parse_int, read_lines, require_dir)
+                                  parse_int, read_lines, register, require_dir)
 from fer_jax.errors import ConfigError, DatasetError
 
 RAFDB_LAYOUT = ("<root>/EmoLabel/list_patition_label.txt with lines '<train|test>_<id>.jpg <label 1..7>' "
@@ -31,6 +31,7 @@ EXPW_LAYOUT = ("<root>/label/label.lst with lines '<image_name> <face_id> <top> 
 _HELD_OUT = {"train": "train", "test": "test", "val": "test", "validation": "test"}
 
 
+@register("rafdb")
 def rafdb(root: str, split: str) -> ImageSource:
     """RAF-DB basic: the official list file, split by name prefix; label = file label - 1 (DAN)."""
     split = check_split("RAF-DB", split, _HELD_OUT)
@@ -57,6 +58,7 @@ def rafdb(root: str, split: str) -> ImageSource:
                        class_names=label_tables.RAFDB, task=MULTICLASS, layout=RAFDB_LAYOUT)
 
 
+@register("affectnet")
 def affectnet(root: str, split: str, *, num_class: int = 8, layout: str = "folders",
               crop_face: bool = True) -> ImageSource:
     """AffectNet, 8 classes (official codes 0..7) or 7 (Contempt, code 7, dropped).
@@ -167,6 +169,7 @@ def expw_split_of(image_name: str, test_fraction: float, split_seed: int) -> str
     return "test" if int.from_bytes(digest[:8], "big") / 2.0**64 < test_fraction else "train"
 
 
+@register("expw")
 def expw(root: str, split: str, *, test_fraction: float = 0.1, split_seed: int = 0) -> ImageSource:
     """ExpW: faces cropped from `image/origin` by the `label.lst` box; 90/10 train/test by image-name hash."""
     split = check_split("ExpW", split, _HELD_OUT)

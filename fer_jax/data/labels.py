@@ -4,7 +4,7 @@ Expression names are canonical across datasets, so that one dataset's order can 
 another's by name: Anger, Contempt, Disgust, Fear, Happy, Neutral, Sad, Surprise. Official spellings
 that differ (RAF-DB "Happiness"/"Sadness", ExpW "angry", ...) are accepted as aliases by `canonical`.
 
-Sources: shared/reference/README.md and the dataset sections of dan.md, faer.md, mftn_fer.md.
+Sources: shared/reference/README.md and the dataset sections of dan.md, faer.md, mftn_fer.md, emotion_fan.md.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ AFFECTNET_7 = AFFECTNET[:7]
 AFFECTNET_EXCLUDED_CODES = (8, 9, 10)
 # ExpW official label.lst, last column 0..6.
 EXPW = ("Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Neutral")
-# Emotion-FAN.
+# Emotion-FAN (cate2label in basic_code/load.py).
 AFEW = ("Happy", "Anger", "Disgust", "Fear", "Sad", "Neutral", "Surprise")
 CKPLUS_EMOTION_FAN = ("Happy", "Anger", "Disgust", "Fear", "Sad", "Contempt", "Surprise")
+# How Emotion-FAN's list files and AFEW's emotion folders spell a canonical name, where they differ.
+EMOTION_FAN_SPELLING = {"Anger": "Angry"}
 # FERAtt (FER+ order) for CK+ / BU-3DFE.
 FERPLUS = ("Neutral", "Happy", "Surprise", "Sad", "Anger", "Disgust", "Fear", "Contempt")
 # MFTN-FER (and, inferred, FAER on RAF-DB/AffectNet): ImageFolder over folders named by emotion.

@@ -17,10 +17,24 @@ Training stream (grain Dataset API, shared/reference/jax_platform.md section 4):
   batch, and reductions over it round the same way.
 - Resuming is slicing: `start_step=k` starts at global batch k, whatever the worker count.
 
-Unreadable images: a listed file that is missing or corrupt is replaced by the next readable record
-(index + 1, + 2, ...: deterministic), the substitution is counted on the iterator
-(`num_substituted`, `unreadable_files`) and a warning names the file once. In evaluation the
-replacement is masked out instead, so metrics count only real, readable examples.
+Examples and batches: a batch carries every entry of the source's examples (`Source.example`, see
+`fer_jax.data.sources`), stacked on a new leading axis: {"image": [b, H, W, C], "label": [b]} for image
+datasets, {"frames": [b, T, H, W, C], "label": [b], "video": [b]} for groups of video frames. Images
+(the entries in `source.image_entries`; a list entry is a sequence) go through the preprocessing chain
+one by one and come out float32; other entries become arrays (integers int32, floats float32).
+
+Random draws of several images: the images of example q are numbered k = 0, 1, ... in
+`source.image_entries` order (a list entry contributes one k per element). If `source.shared_draws`,
+every image is transformed with a fresh generator seeded by (seed, q), so all of them get the same draws
+(the same flip, the same crop window for images of one size): what an input and its clean target need.
+Otherwise image k uses a generator seeded by (seed, q, k), so each draws independently: Emotion-FAN's
+per-frame flips. A single-image example uses (seed, q) either way.
+
+Unreadable images: an example with a listed image that is missing or corrupt is replaced by the next
+example whose images all read (index + 1, + 2, ...: deterministic), the substitution is counted on the
+iterator (`num_substituted`, `unreadable_files`) and a warning names the file once. In evaluation the
+replacement is masked out instead (and `source.mask_fill` overwrites entries such as "video" on masked
+rows), so metrics count only real, readable examples.
 """
 
 from __future__ import annotations
@@ -29,19 +43,17 @@ import json
 import sys
 import threading
 import warnings
-from typing import Any
 
 import grain
 import numpy as np
 
 from fer_jax.data import transforms
-from fer_jax.data.sources import MULTICLASS, ImageSource, UnreadableImage
+from fer_jax.data.examples import image_refs, load_with_substitute, preprocess_example
+from fer_jax.data.sources import MULTICLASS, Source
 from fer_jax.errors import ConfigError, DatasetError
 
-# Distinct RNG streams derived from the user seed.
-_STREAM_ORDER, _STREAM_AUGMENT = 0, 1
-# A run of this many unreadable records in a row means the dataset, not one file, is broken.
-MAX_CONSECUTIVE_UNREADABLE = 64
+# The example order's RNG stream derived from the user seed (augmentation uses examples.STREAM_AUGMENT).
+_STREAM_ORDER = 0
 
 
 class UnreadableImageWarning(UserWarning):
@@ -108,59 +120,35 @@ class EpochSampler:
         return int(self.epoch_order(epoch)[position])
 
 
-def load_with_substitute(source: ImageSource, index: int) -> tuple[Any, Any, int]:
-    """Decodes record `index`, or the next readable one if it cannot be read.
-
-    Returns:
-        (PIL image, label, index of the unreadable record that was replaced or -1).
-
-    Raises:
-        DatasetError: MAX_CONSECUTIVE_UNREADABLE records in a row cannot be read.
-    """
-    n = len(source)
-    first_error = None
-    for offset in range(min(MAX_CONSECUTIVE_UNREADABLE, n)):
-        item = source[(index + offset) % n]
-        try:
-            image = source.decode(item)
-        except UnreadableImage as e:
-            first_error = first_error or e
-            continue
-        return image, item["label"], (index if offset else -1)
-    raise DatasetError(f"{source.dataset}: {min(MAX_CONSECUTIVE_UNREADABLE, n)} listed images in a row from "
-                       f"{first_error.path} cannot be read ({first_error.reason}); expected {source.layout}")
-
-
-def _finish(image: Any, label: Any) -> tuple[np.ndarray, np.ndarray]:
-    return np.asarray(image, dtype=np.float32), np.asarray(label, dtype=np.int32)
-
-
 class TrainExample:
-    """Stream position q -> {"image", "label", "_bad"}; the augmentation RNG is seeded by (seed, q)."""
+    """Stream position q -> the example's entries + "_bad", "_bad_image"; the draws depend on (seed, q)."""
 
-    def __init__(self, source: ImageSource, preprocess: transforms.Chain, sampler: EpochSampler, seed: int):
+    def __init__(self, source: Source, preprocess: transforms.Chain, sampler: EpochSampler, seed: int):
         self.source, self.preprocess, self.sampler, self.seed = source, preprocess, sampler, int(seed)
 
     def __call__(self, q: int) -> dict[str, np.ndarray]:
-        image, label, bad = load_with_substitute(self.source, self.sampler(q))
-        rng = np.random.default_rng([self.seed, _STREAM_AUGMENT, int(q)])
-        image, label = _finish(self.preprocess(image, rng), label)
-        return {"image": image, "label": label, "_bad": np.int32(bad)}
+        example, bad, position = load_with_substitute(self.source, self.sampler(q))
+        out = preprocess_example(self.source, example, self.preprocess, self.seed, int(q))
+        out.update(_bad=np.int32(bad), _bad_image=np.int32(position))
+        return out
 
 
 class EvalExample:
-    """Position q of the padded pass -> {"image", "label", "mask", "_bad"} (mask False on padding)."""
+    """Position q of the padded pass -> the example's entries + "mask" (False on padding), "_bad", ..."""
 
-    def __init__(self, source: ImageSource, preprocess: transforms.Chain):
+    def __init__(self, source: Source, preprocess: transforms.Chain):
         self.source, self.preprocess = source, preprocess
 
     def __call__(self, q: int) -> dict[str, np.ndarray]:
         real = q < len(self.source)
-        image, label, bad = load_with_substitute(self.source, q % len(self.source))
-        rng = np.random.default_rng([0, _STREAM_AUGMENT, int(q)])
-        image, label = _finish(self.preprocess(image, rng), label)
-        return {"image": image, "label": label, "mask": np.bool_(real and bad < 0),
-                "_bad": np.int32(bad if real else -1)}
+        example, bad, position = load_with_substitute(self.source, q % len(self.source))
+        out = preprocess_example(self.source, example, self.preprocess, 0, int(q))
+        keep = real and bad < 0
+        if not keep:  # e.g. video = -1: a padded or replaced row belongs to no video
+            out.update({key: np.full_like(out[key], value) for key, value in self.source.mask_fill.items()})
+        out.update(mask=np.bool_(keep), _bad=np.int32(bad if real else -1),
+                   _bad_image=np.int32(position if real else -1))
+        return out
 
 
 class DataIterator:
@@ -171,32 +159,33 @@ class DataIterator:
     `start_step` is not).
     """
 
-    def __init__(self, dataset: grain.IterDataset, source: ImageSource, num_batches: int | None):
+    def __init__(self, dataset: grain.IterDataset, source: Source, num_batches: int | None):
         self._iterator = iter(dataset)
         self.source = source
         self.num_batches = num_batches
         self.num_substituted = 0
-        self._unreadable: set[int] = set()
+        self._unreadable: set[str] = set()
 
     def __iter__(self) -> DataIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
         batch = next(self._iterator)
-        bad = batch.pop("_bad")
-        for index in bad[bad >= 0].tolist():
+        bad, position = batch.pop("_bad"), batch.pop("_bad_image")
+        for index, k in zip(bad[bad >= 0].tolist(), position[bad >= 0].tolist()):
             self.num_substituted += 1
-            if index not in self._unreadable:
-                self._unreadable.add(index)
-                warnings.warn(f"{self.source.dataset}: unreadable image {self.source.paths[index]} "
-                              "skipped (replaced by the next readable record in training, masked out "
-                              "in evaluation)", UnreadableImageWarning, stacklevel=2)
+            path = str(image_refs(self.source, self.source.example(index))[k][2]["path"])
+            if path not in self._unreadable:
+                self._unreadable.add(path)
+                warnings.warn(f"{self.source.dataset}: unreadable image {path} skipped (its example is "
+                              "replaced by the next readable one in training, masked out in evaluation)",
+                              UnreadableImageWarning, stacklevel=2)
         return batch
 
     @property
     def unreadable_files(self) -> list[str]:
         """Files found unreadable so far, sorted."""
-        return sorted(self.source.paths[i] for i in self._unreadable)
+        return sorted(self._unreadable)
 
     def get_state(self) -> bytes:
         return json.dumps(self._iterator.get_state()).encode()
@@ -253,11 +242,14 @@ def _parse(preprocess: str | transforms.Chain) -> transforms.Chain:
     return transforms.parse(preprocess) if isinstance(preprocess, str) else preprocess
 
 
-def train_iterator(source: ImageSource, preprocess: str | transforms.Chain, *, global_batch: int, seed: int,
+def train_iterator(source: Source, preprocess: str | transforms.Chain, *, global_batch: int, seed: int,
                    start_step: int = 0, sampler: str = "shuffle", process_index: int = 0,
                    process_count: int = 1, num_workers: int = 0, read_threads: int = 2,
                    prefetch: int = 4) -> DataIterator:
-    """Infinite training batches `{"image": float32 [b, H, W, C], "label": int32 [b] or [b, 40]}`.
+    """Infinite training batches of the source's example entries, b rows each.
+
+    E.g. `{"image": float32 [b, H, W, C], "label": int32 [b] or [b, 40]}` for an image source, or
+    `{"frames": float32 [b, T, H, W, C], "label": int32 [b], "video": int32 [b]}` for video frame groups.
 
     Args:
         source: a dataset source (`create_source`).
@@ -290,12 +282,14 @@ def train_iterator(source: ImageSource, preprocess: str | transforms.Chain, *, g
     return DataIterator(_to_iterator(ds, num_workers, read_threads, prefetch), source, None)
 
 
-def eval_iterator(source: ImageSource, preprocess: str | transforms.Chain, *, global_batch: int,
+def eval_iterator(source: Source, preprocess: str | transforms.Chain, *, global_batch: int,
                   process_index: int = 0, process_count: int = 1, num_workers: int = 0, read_threads: int = 2,
                   prefetch: int = 4) -> DataIterator:
-    """One pass over `source` in order: `{"image", "label", "mask": bool [b]}`; the last batch is padded.
+    """One pass over `source` in order: the example entries plus `"mask": bool [b]`; the last batch is padded.
 
-    `mask` is False on padding and on unreadable images, so sums over masked examples are exact.
+    E.g. `{"image", "label", "mask"}` for an image source, `{"image", "label", "video", "mask"}` for the
+    frames of a video source. `mask` is False on padding and on unreadable images, so sums over masked
+    examples are exact; on those rows `source.mask_fill` overwrites entries (video sources: "video" = -1).
     Arguments are as for `train_iterator`; `iterator.num_batches` is the number of batches.
     """
     b = _local_batch(global_batch, process_index, process_count)

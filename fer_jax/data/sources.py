@@ -1,26 +1,45 @@
-"""Random-access dataset sources over the official on-disk layouts, and the `create_source` factory.
+"""Random-access dataset sources over the official on-disk layouts, and the reader registry.
 
 A source follows grain's `RandomAccessDataSource` protocol (`__len__`, `__getitem__(int)`, a deterministic
-`__repr__`). An item is a dict that costs no I/O to build:
+`__repr__`): `source[i]` is a record that costs no I/O to build, e.g. for an image dataset
 
     {"index": int, "path": str, "label": int | int32[40], "box": int32[4] (left, top, right, bottom), if any}
 
-`source.decode(item)` reads the file, decodes it to an RGB `PIL.Image` and crops the box. A missing or
-corrupt file raises `UnreadableImage`, which the pipelines turn into a counted, reported substitution
-(see `fer_jax.data.pipeline`) instead of a crash mid-epoch.
+Examples. What the pipelines batch is `source.example(i)`, a dict of named entries (no I/O either):
 
-Every source has `labels` (int32 [N], or int32 [N, 40] for CelebA), `num_classes`, `class_names`
-(canonical names, `fer_jax.data.labels`) and `task` ("multiclass" | "multilabel").
+- the entries named in `source.image_entries` hold image references (a record with at least "path"),
+  one per entry (-> float32 [H, W, C] after preprocessing) or a list of them (-> [T, H, W, C]);
+  `source.decode(ref)` reads and decodes one to an RGB `PIL.Image`;
+- every other entry is an array-like (label, video id, ...) and is batched as it is.
+
+| source | example | batch (training) |
+|---|---|---|
+| `ImageSource` | {"image": ref, "label"} | {"image": [b, H, W, C], "label": [b] or [b, 40]} |
+| video, unit "frame" | {"image": ref, "label", "video"} | {"image", "label", "video"} |
+| video, unit "group" | {"frames": [ref] * T, "label", "video"} | {"frames": [b, T, H, W, C], "label", "video"} |
+
+`source.shared_draws` says whether the images of one example get the same random augmentation draws
+(True: e.g. an input and its clean target, which must be cropped alike) or each their own (False:
+Emotion-FAN flips each frame of a group independently); see `fer_jax.data.pipeline`. `source.mask_fill`
+names entries that evaluation overwrites on rows whose mask is False (video sources: {"video": -1}).
+
+A missing or corrupt file raises `UnreadableImage`, which the pipelines turn into a counted, reported
+substitution instead of a crash mid-epoch.
+
+Every source has `labels` (int32 [N], or int32 [N, 40] for CelebA: one per example), `num_classes`,
+`class_names` (canonical names, `fer_jax.data.labels`) and `task` ("multiclass" | "multilabel").
 Layout problems found while indexing (missing root or list file, malformed line, label out of range, empty
 split) raise a one-line `DatasetError` that names the file, the line and the expected layout.
+
+Readers are functions `reader(root, split, **options) -> Source` that register themselves with
+`@register("<name>")` in their own module; `fer_jax.data.datasets.create_source` opens them by name.
 """
 
 from __future__ import annotations
 
-import inspect
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +51,18 @@ from fer_jax.errors import ConfigError, DatasetError
 MULTICLASS = "multiclass"
 MULTILABEL = "multilabel"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+READERS: dict[str, Callable[..., "Source"]] = {}
+
+
+def register(name: str):
+    """Registers a reader `fn(root, split, **options) -> Source` under the dataset name `name`."""
+    def wrap(fn):
+        if name in READERS:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        READERS[name] = fn
+        return fn
+    return wrap
 
 
 class UnreadableImage(Exception):
@@ -71,46 +102,50 @@ def decode_image(data: bytes | str, box: np.ndarray | None = None, name: str | N
     return img
 
 
-class ImageSource:
-    """A list of image files with labels (and optional face boxes), in a fixed, documented order."""
+class Source:
+    """What every source shares: labels and classes, the example protocol, a deterministic repr.
 
-    def __init__(self, *, dataset: str, root: str, split: str, paths: Sequence[str], labels: np.ndarray,
-                 class_names: Sequence[str], task: str, boxes: np.ndarray | None = None,
-                 layout: str = "", options: str = ""):
-        if len(paths) == 0:
-            raise DatasetError(f"{dataset}: the {split!r} split of {root} is empty; expected {layout}")
+    Subclasses implement `__len__`, `__getitem__` and `example`.
+    """
+
+    image_entries: tuple[str, ...] = ("image",)
+    shared_draws = True
+    mask_fill: dict[str, Any] = {}
+
+    def __init__(self, *, dataset: str, root: str, split: str, labels: np.ndarray, class_names: Sequence[str],
+                 task: str, layout: str = "", options: str = ""):
         self.dataset = dataset
         self.root = root
         self.split = split
         self.layout = layout
-        self.paths = list(paths)
         self.labels = np.asarray(labels, dtype=np.int32)
         self.class_names = tuple(class_names)
         self.task = task
-        self.boxes = None if boxes is None else np.asarray(boxes, dtype=np.int32)
         self._options = options
         self._order = None
+        if len(self) == 0:
+            raise DatasetError(f"{dataset}: the {split!r} split of {root} is empty; expected {layout}")
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
 
     def __len__(self) -> int:
-        return len(self.paths)
+        raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        index = int(index)
-        item = {"index": index, "path": self.paths[index], "label": self.labels[index]}
-        if self.boxes is not None:
-            item["box"] = self.boxes[index]
-        return item
+        raise NotImplementedError
+
+    def example(self, index: int) -> dict[str, Any]:
+        """Example `index`: image references under `image_entries`, array-likes elsewhere (no I/O)."""
+        raise NotImplementedError
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self[i] for i in range(len(self)))
 
-    def decode(self, item: dict[str, Any]) -> Image.Image:
-        """Reads and decodes the item's image (RGB, face box cropped). Raises `UnreadableImage`."""
-        return decode_image(item["path"], item.get("box"))
+    def decode(self, ref: dict[str, Any]) -> Image.Image:
+        """Reads and decodes one image reference (RGB, face box cropped). Raises `UnreadableImage`."""
+        return decode_image(ref["path"], ref.get("box"))
 
     def __repr__(self) -> str:
         parts = [f"dataset={self.dataset!r}", f"root={self.root!r}", f"split={self.split!r}", f"n={len(self)}"]
@@ -131,15 +166,45 @@ class ImageSource:
         names = [""] * len(perm)
         for old, new in enumerate(perm):
             names[new] = self.class_names[old]
+        self._renumber(perm)
+        self.class_names = tuple(names)
+        self._order = self.class_names
+
+    def _renumber(self, perm: np.ndarray) -> None:
+        """Applies `perm[old_class] = new_class` to every label the source holds."""
         if self.task == MULTICLASS:
             self.labels = perm[self.labels].astype(np.int32)
         else:
             self.labels = self.labels[:, np.argsort(perm)]
-        self.class_names = tuple(names)
-        self._order = self.class_names
 
 
-def class_counts(source: ImageSource) -> np.ndarray:
+class ImageSource(Source):
+    """A list of image files with labels (and optional face boxes), in a fixed, documented order."""
+
+    def __init__(self, *, dataset: str, root: str, split: str, paths: Sequence[str], labels: np.ndarray,
+                 class_names: Sequence[str], task: str, boxes: np.ndarray | None = None,
+                 layout: str = "", options: str = ""):
+        self.paths = list(paths)
+        self.boxes = None if boxes is None else np.asarray(boxes, dtype=np.int32)
+        super().__init__(dataset=dataset, root=root, split=split, labels=labels, class_names=class_names,
+                         task=task, layout=layout, options=options)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        index = int(index)
+        item = {"index": index, "path": self.paths[index], "label": self.labels[index]}
+        if self.boxes is not None:
+            item["box"] = self.boxes[index]
+        return item
+
+    def example(self, index: int) -> dict[str, Any]:
+        item = self[index]
+        return {"image": item, "label": item["label"]}
+
+
+def class_counts(source: Source) -> np.ndarray:
     """Number of examples per class (multi-class) or of positives per attribute (multi-label)."""
     if source.task == MULTICLASS:
         return np.bincount(source.labels, minlength=source.num_classes)
@@ -188,46 +253,3 @@ def check_split(dataset: str, split: str, splits: dict[str, str]) -> str:
         return splits[split]
     except KeyError:
         raise ConfigError(f"{dataset}: unknown split {split!r}; expected one of {sorted(splits)}") from None
-
-
-# ---------------------------------------------------------------------------------------------------------
-
-def create_source(name: str, root: str, split: str, *, class_order: str | Sequence[str] | None = None,
-                  **options: Any) -> ImageSource:
-    """Opens a dataset in its official on-disk layout.
-
-    Args:
-        name: "rafdb", "affectnet", "celeba" or "expw".
-        root: the dataset's root directory (stored absolute, so a later chdir does not matter).
-        split: "train", or the held-out split: "test" / "val" (RAF-DB, AffectNet and ExpW have one
-            held-out split and accept both names; CelebA has distinct "val" and "test").
-        class_order: optional renumbering of the classes (see `ImageSource.reorder_classes`).
-        **options: dataset-specific, see `rafdb`, `affectnet`, `celeba`, `expw`
-            (e.g. AffectNet `num_class=7|8`, `layout="folders"|"csv"`).
-
-    Returns:
-        The source; its `labels` already follow `class_order`.
-
-    Raises:
-        DatasetError: the data on disk does not have the expected layout.
-        ConfigError: unknown dataset name, split or option.
-    """
-    from fer_jax.data import celeba, expression_sources  # the readers import this module
-
-    readers = {
-        "rafdb": expression_sources.rafdb,
-        "affectnet": expression_sources.affectnet,
-        "expw": expression_sources.expw,
-        "celeba": celeba.celeba,
-    }
-    if name not in readers:
-        raise ConfigError(f"unknown dataset {name!r}; expected one of {sorted(readers)}")
-    reader = readers[name]
-    try:
-        inspect.signature(reader).bind(root, split, **options)
-    except TypeError as e:
-        raise ConfigError(f"{name}: bad options {sorted(options)} ({e})") from None
-    source = reader(os.path.abspath(os.fspath(root)), split, **options)
-    if class_order is not None:
-        source.reorder_classes(class_order)
-    return source

@@ -129,3 +129,64 @@ def celeba_tfds(data_dir: str, values: dict[str, np.ndarray]) -> str:
     builder = CelebAArrayRecord(data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare()
     return str(builder.data_dir)
+
+
+def write_png(path: str, size: tuple[int, int] = (8, 6), value: int = 0) -> None:
+    """A lossless width x height PNG whose pixels encode `value` (as write_jpeg's gradient)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    width, height = size
+    ramp = (np.arange(width)[None, :] * 3 + np.arange(height)[:, None] * 5 + value) % 256
+    Image.fromarray(np.stack([ramp, ramp // 2, 255 - ramp], -1).astype(np.uint8)).save(path)
+
+
+def video_frames(folder: str, count: int, pattern: str = "{:07d}.jpg") -> list[str]:
+    """Writes `count` frames numbered from 1, last first (the reader sorts), plus a non-image file."""
+    paths = [os.path.join(folder, pattern.format(i)) for i in range(1, count + 1)]
+    for i, path in reversed(list(enumerate(paths))):
+        (write_png if path.endswith(".png") else write_jpeg)(path, (8, 6), value=10 * i)
+    write_text(os.path.join(folder, "Thumbs.db"), "not a frame")
+    return paths
+
+
+# Emotion-FAN's AFEW: (list name '<Emotion>/<video_id>', frame count) per video and split.
+AFEW_TRAIN = [("Angry/000046280", 5), ("Happy/010404607", 2), ("Neutral/002640847", 7)]
+AFEW_VAL = [("Fear/000633000", 4), ("Sad/001444527", 1)]
+
+
+def afew(root: str, train=AFEW_TRAIN, val=AFEW_VAL) -> str:
+    """Emotion-FAN's data/ folder: face/{train_afew,val_afew}/<Emotion>/<id>/%07d.jpg and txt/ lists."""
+    for folder, list_name, videos in (("train_afew", "afew_train.txt", train), ("val_afew", "afew_eval.txt", val)):
+        for name, count in videos:
+            video_frames(os.path.join(root, "face", folder, name), count)
+        write_text(os.path.join(root, "txt", list_name),
+                   "".join(f"{name} {name.split('/')[0]}\n" for name, _ in videos))
+    return root
+
+
+CKPLUS_FILE = "CK+_10-fold_sample_IDascendorder_step10.txt"
+# Emotion-FAN's CK+: fold -> [(video '<Sxxx>/<seq>', emotion as listed, frame count)].
+CKPLUS_FOLDS = {k: [(f"S{100 + k:03d}/001", ("Angry", "Contempt", "Happy", "Surprise")[k % 4], 4 + k)]
+                for k in range(1, 10)}
+CKPLUS_FOLDS[10] = [("S034/003", "Angry", 7), ("S034/005", "Happy", 3), ("S073/006", "Disgust", 12)]
+
+
+def ckplus_list(folds) -> str:
+    """The 10-fold list text: per fold '<k>-fold <count> <Emotion> <n> ...', then its video lines."""
+    lines = []
+    for k, videos in folds.items():
+        counts = {}
+        for _, emotion, _ in videos:
+            counts[emotion] = counts.get(emotion, 0) + 1
+        lines.append(f"{k}-fold {len(videos)} " + " ".join(f"{e} {n}" for e, n in counts.items()))
+        lines += [f"{name} {emotion}" for name, emotion, _ in videos]
+    return "\n".join(lines) + "\n"
+
+
+def ckplus(root: str, folds=CKPLUS_FOLDS) -> str:
+    """Emotion-FAN's data/ folder: face/ck_face/<Sxxx>/<seq>/<Sxxx>_<seq>_%08d.png and the 10-fold list."""
+    for videos in folds.values():
+        for name, _, count in videos:
+            video_frames(os.path.join(root, "face", "ck_face", name), count,
+                         name.replace("/", "_") + "_{:08d}.png")
+    write_text(os.path.join(root, "txt", CKPLUS_FILE), ckplus_list(folds))
+    return root

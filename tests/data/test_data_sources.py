@@ -10,7 +10,8 @@ import pytest
 import data_layouts
 from fer_jax.data import labels as label_tables
 from fer_jax.data.expression_sources import expw_split_of
-from fer_jax.data.sources import UnreadableImage, class_counts, create_source, decode_image
+from fer_jax.data.datasets import create_source
+from fer_jax.data.sources import UnreadableImage, class_counts, decode_image
 from fer_jax.errors import ConfigError, DatasetError
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from fer_jax.data import labels as label_tables
 from fer_jax.data import synthetic
-from fer_jax.data.sources import create_source
+from fer_jax.data.datasets import create_source
 from fer_jax.data.synthetic_layouts import make_synthetic
 from fer_jax.errors import ConfigError
 
