@@ -1,10 +1,13 @@
-"""Writes a learnable synthetic face dataset in the exact official layout of RAF-DB, AffectNet, CelebA or ExpW.
+"""Writes a learnable synthetic face dataset in the exact official layout of RAF-DB, AffectNet, CelebA, ExpW,
+or Emotion-FAN's AFEW and CK+ (face videos).
 
     python scripts/make_synthetic.py --layout rafdb --out data/synthetic_rafdb --num_train 2000 --num_test 400
+    python scripts/make_synthetic.py --layout afew --out data/synthetic_afew --num_train 140 --num_test 70
 
 The expression decides the drawn eyes, brows and mouth (CelebA: attributes decide hair, glasses, beard,
-hat, ...); see fer_jax/data/synthetic.py for the table and fer_jax/data/synthetic_layouts.py for what
-each layout contains. The output directory is written atomically and must not exist or be empty.
+hat, ...; a video is one face whose view drifts from frame to frame); see fer_jax/data/synthetic.py for the
+table and fer_jax/data/synthetic_layouts.py for what each layout contains. The output directory is written
+atomically and must not exist or be empty.
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import time
 
 from absl import app, flags
 
-_LAYOUT = flags.DEFINE_enum("layout", None, ["rafdb", "affectnet", "celeba", "expw"], "Dataset layout to write.")
+_LAYOUT = flags.DEFINE_enum("layout", None, ["rafdb", "affectnet", "celeba", "expw", "afew", "ckplus"],
+                            "Dataset layout to write.")
 _OUT = flags.DEFINE_string("out", None, "New output directory (must not exist or be empty).")
-_NUM_TRAIN = flags.DEFINE_integer("num_train", 1000, "Training images (ExpW: faces, see the module docs).")
-_NUM_TEST = flags.DEFINE_integer("num_test", 200, "Held-out images (CelebA: for val and for test each).")
+_NUM_TRAIN = flags.DEFINE_integer("num_train", 1000, "Training images (ExpW: faces, see the module docs; AFEW: "
+                                                     "videos; CK+: videos of folds 1-9).")
+_NUM_TEST = flags.DEFINE_integer("num_test", 200, "Held-out images (CelebA: for val and for test each; AFEW: "
+                                                  "validation videos; CK+: videos of fold 10).")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed; the data depends on nothing else.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
-                                   "Face image side in pixels (default: RAF-DB 100, AffectNet 128, ExpW 96; "
-                                   "CelebA is always 178x218).")
+                                   "Face image side in pixels (default: RAF-DB 100, AffectNet 128, ExpW 96, "
+                                   "AFEW and CK+ frames 64; CelebA is always 178x218).")
 _VARIANT = flags.DEFINE_string("variant", None,
                                "Layout variant: affectnet 'folders' (default) or 'csv'; celeba 'official' "
                                "(default) or 'presplit' (FAER).")

@@ -180,6 +180,28 @@ def draw_expression(expression: str, rng: np.random.Generator, size: int = 100) 
     return _finish(img, rng, bg)
 
 
+def draw_expression_video(expression: str, rng: np.random.Generator, size: int, num_frames: int
+                          ) -> list[Image.Image]:
+    """`num_frames` size x size frames of one face showing `expression`: a short clip.
+
+    One face is drawn a little larger than the frame; each frame is a window onto it that drifts from a
+    random start to a random end, shakes by about a pixel, turns by up to 3 degrees, and changes in
+    brightness and noise, so frames of a video are alike but not equal.
+    """
+    pad = max(2, size // 8)
+    face = np.asarray(draw_expression(expression, rng, size + 2 * pad), dtype=np.float32)
+    start, end = rng.uniform(0, 2 * pad, 2), rng.uniform(0, 2 * pad, 2)
+    frames = []
+    for t in range(num_frames):
+        x, y = np.clip(np.rint(start + (end - start) * t / max(num_frames - 1, 1) + rng.normal(0, 0.7, 2)),
+                       0, 2 * pad).astype(int)
+        window = face[y:y + size, x:x + size] + rng.normal(0, 6) + rng.normal(0, 3, (size, size, 3))
+        frame = Image.fromarray(np.clip(window, 0, 255).astype(np.uint8))
+        frames.append(frame.rotate(float(rng.uniform(-3, 3)), resample=Image.BILINEAR,
+                                   fillcolor=tuple(int(c) for c in window[0, 0].clip(0, 255))))
+    return frames
+
+
 def sample_celeba_attributes(rng: np.random.Generator) -> np.ndarray:
     """40 binary attributes in official order: drawn ones with simple dependencies, the rest coin flips."""
     names = label_tables.CELEBA_ATTRIBUTES

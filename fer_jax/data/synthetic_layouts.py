@@ -8,12 +8,18 @@
 | celeba | official (default) | `img_align_celeba/%06d.jpg` 178x218 + `list_attr_celeba.txt` + `list_eval_partition.txt`; partitions 0/1/2 get num_train/num_test/num_test images |
 | celeba | presplit | FAER's `{train,test}/<file>` + `{train,test}_label.txt` |
 | expw | official | `image/origin/<name>.jpg` (one or two faces per picture) + `label/label.lst`; num_train + num_test faces, split later by the reader's name hash |
+| afew | official | Emotion-FAN's `data/`: `face/{train_afew,val_afew}/<Emotion>/<video_id>/%07d.jpg` + `txt/afew_train.txt`, `txt/afew_eval.txt`; num_train / num_test videos of 1-12 frames, 64x64 by default |
+| ckplus | official | Emotion-FAN's `data/`: `face/ck_face/<Sxxx>/<seq>/<Sxxx>_<seq>_%08d.png` + `txt/CK+_10-fold_sample_IDascendorder_step10.txt`; fold 10 (the default test fold) holds num_test videos, folds 1-9 share num_train, each subject in one fold |
 
-Classes are balanced in each split; an image's content depends only on (seed, split, position).
+Classes are balanced in each split; an image's content depends only on (seed, split, position). A video
+(`synthetic.draw_expression_video`) is one face whose view drifts from frame to frame; a quarter of the
+videos are short (AFEW at most 3 frames, CK+ at most 5), so both of Emotion-FAN's group-sampling branches
+occur. AFEW frame numbers have gaps, as frames where face alignment found no face are missing.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import tempfile
@@ -26,8 +32,10 @@ from fer_jax.data import synthetic
 from fer_jax.errors import ConfigError
 
 VARIANTS = {"rafdb": ("official",), "affectnet": ("folders", "csv"), "celeba": ("official", "presplit"),
-            "expw": ("official",)}
-DEFAULT_SIZE = {"rafdb": 100, "affectnet": 128, "expw": 96}
+            "expw": ("official",), "afew": ("official",), "ckplus": ("official",)}
+DEFAULT_SIZE = {"rafdb": 100, "affectnet": 128, "expw": 96, "afew": 64, "ckplus": 64}
+# Emotion-FAN's CK+ list names the emotions of each fold header in this order, in this spelling.
+_CKPLUS_HEADER_ORDER = ("Angry", "Sad", "Disgust", "Surprise", "Fear", "Contempt", "Happy")
 _QUALITY = 92
 
 
@@ -152,7 +160,59 @@ def _write_expw(out: str, num_train: int, num_test: int, seed: int, size: int, v
         f.writelines(lines)
 
 
-_WRITERS = {"rafdb": _write_rafdb, "affectnet": _write_affectnet, "celeba": _write_celeba, "expw": _write_expw}
+def _spelled(name: str) -> str:
+    return label_tables.EMOTION_FAN_SPELLING.get(name, name)
+
+
+def _video(expression: str, rng: np.random.Generator, size: int, short: int) -> list[Image.Image]:
+    """A clip of `expression`; one in four has 1..`short` frames, the others `short` + 1 .. `short` + 9."""
+    count = int(rng.integers(1, short + 1) if rng.random() < 0.25 else rng.integers(short + 1, short + 10))
+    return synthetic.draw_expression_video(expression, rng, size, count)
+
+
+def _write_afew(out: str, num_train: int, num_test: int, seed: int, size: int, variant: str) -> None:
+    for split, (folder, list_name, n) in enumerate((("train_afew", "afew_train.txt", num_train),
+                                                    ("val_afew", "afew_eval.txt", num_test))):
+        lines = []
+        for i, label in enumerate(_balanced_labels(n, len(label_tables.AFEW), seed, split)):
+            rng = _rng(seed, split, i)
+            emotion = _spelled(label_tables.AFEW[label])
+            name = f"{emotion}/{split}{i:08d}"
+            frames = _video(label_tables.AFEW[label], rng, size, short=3)
+            numbers = np.sort(rng.choice(np.arange(1, 2 * len(frames) + 1), len(frames), replace=False))
+            for number, frame in zip(numbers, frames):
+                _save(frame, os.path.join(out, "face", folder, name, f"{number:07d}.jpg"))
+            lines.append(f"{name} {emotion}\n")
+        os.makedirs(os.path.join(out, "txt"), exist_ok=True)
+        with open(os.path.join(out, "txt", list_name), "w") as f:
+            f.writelines(lines)
+
+
+def _write_ckplus(out: str, num_train: int, num_test: int, seed: int, size: int, variant: str) -> None:
+    folds = {k: [] for k in range(1, 11)}
+    for split, n in enumerate((num_train, num_test)):
+        for i, label in enumerate(_balanced_labels(n, len(label_tables.CKPLUS_EMOTION_FAN), seed, split)):
+            fold = 10 if split else 1 + i % 9
+            j = len(folds[fold])
+            subject, sequence = f"S{10 * (j // 3) + fold:03d}", f"{j % 3 + 1:03d}"  # up to 3 per subject
+            frames = _video(label_tables.CKPLUS_EMOTION_FAN[label], _rng(seed, split, i), size, short=5)
+            for number, frame in enumerate(frames, start=1):
+                _save(frame, os.path.join(out, "face", "ck_face", subject, sequence,
+                                          f"{subject}_{sequence}_{number:08d}.png"))
+            folds[fold].append((_spelled(label_tables.CKPLUS_EMOTION_FAN[label]), f"{subject}/{sequence}"))
+    lines = []
+    for fold, videos in folds.items():  # as upstream: lines by emotion, then subject
+        counts = collections.Counter(emotion for emotion, _ in videos)
+        header = "".join(f" {e} {counts[e]}" for e in _CKPLUS_HEADER_ORDER if counts[e])
+        lines.append(f"{fold}-fold {len(videos)}{header}\n")
+        lines += [f"{name} {emotion}\n" for emotion, name in sorted(videos)]
+    os.makedirs(os.path.join(out, "txt"))
+    with open(os.path.join(out, "txt", "CK+_10-fold_sample_IDascendorder_step10.txt"), "w") as f:
+        f.writelines(lines)
+
+
+_WRITERS = {"rafdb": _write_rafdb, "affectnet": _write_affectnet, "celeba": _write_celeba, "expw": _write_expw,
+            "afew": _write_afew, "ckplus": _write_ckplus}
 
 
 def make_synthetic(layout: str, out: str, *, num_train: int = 1000, num_test: int = 200, seed: int = 0,
@@ -160,11 +220,12 @@ def make_synthetic(layout: str, out: str, *, num_train: int = 1000, num_test: in
     """Writes a synthetic dataset into the new directory `out`, atomically (temp dir, then rename).
 
     Args:
-        layout: "rafdb", "affectnet", "celeba" or "expw".
+        layout: "rafdb", "affectnet", "celeba", "expw", "afew" or "ckplus".
         out: target directory; must not exist or be empty.
-        num_train, num_test: images per split (see the module table for CelebA's val and ExpW).
+        num_train, num_test: images (AFEW, CK+: videos) per split (see the module table for CelebA's val,
+            ExpW and CK+'s folds).
         seed: the data depends on nothing else.
-        image_size: face image side (not for CelebA, which is 178x218); default per layout (`DEFAULT_SIZE`).
+        image_size: face image (video frame) side, not for CelebA (178x218); default per layout (`DEFAULT_SIZE`).
         variant: a layout variant (`VARIANTS`); default the first.
 
     Returns:

@@ -1,4 +1,5 @@
-"""Synthetic data: every layout is readable by its source; generation is atomic, deterministic, learnable."""
+"""Synthetic data: every layout (images and videos) is readable by its source; generation is atomic, deterministic,
+learnable."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from fer_jax.data import labels as label_tables
 from fer_jax.data import synthetic
 from fer_jax.data.datasets import create_source
 from fer_jax.data.synthetic_layouts import make_synthetic
+from fer_jax.data.video_sources import CKPLUS_LIST
 from fer_jax.errors import ConfigError
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -125,6 +127,43 @@ def test_script_end_to_end(tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1
     assert again.stderr.startswith("error: output ") and again.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("layout, held_out, short", [("afew", "val", 3), ("ckplus", "test", 5)])
+def test_synthetic_video_layouts_are_readable(tmp_path, layout, held_out, short):
+    out = make_synthetic(layout, str(tmp_path / layout), num_train=28, num_test=7)
+    train, test = create_source(layout, out, "train"), create_source(layout, out, held_out)
+    assert (train.num_videos, test.num_videos) == (28, 7)
+    assert np.bincount(train.video_labels, minlength=7).tolist() == [4] * 7  # balanced
+    lengths = np.bincount(train.example_video)  # group unit: one group per frame
+    assert lengths.min() <= short < lengths.max()  # both of upstream's sampling branches occur
+    assert train.decode(train.example(0)["frames"][0]).size == (64, 64)
+    assert len(test) == sum(np.bincount(test.example_video))
+    if layout == "ckplus":
+        with open(os.path.join(out, "txt", CKPLUS_LIST)) as f:
+            headers = [line for line in f if "-fold" in line]
+        assert [h.split()[0] for h in headers] == [f"{k}-fold" for k in range(1, 11)]
+        assert create_source(layout, out, "test", fold=1).num_videos == 4  # 28 videos over folds 1-9
+
+
+def test_synthetic_videos_are_deterministic_by_seed(tmp_path):
+    def frame(name, seed):
+        out = make_synthetic("afew", str(tmp_path / name), num_train=2, num_test=1, seed=seed)
+        source = create_source("afew", out, "train", unit="frame")
+        with open(source.frame_paths[-1], "rb") as f:
+            return source.video_names, f.read()
+    a, b, c = frame("a", 3), frame("b", 3), frame("c", 4)
+    assert a == b and a[1] != c[1]
+
+
+@pytest.mark.parametrize("layout", ["afew", "ckplus"])
+def test_make_synthetic_script_writes_video_layouts(tmp_path, layout):
+    command = [sys.executable, os.path.join(REPO, "scripts", "make_synthetic.py"), "--layout", layout,
+               "--out", str(tmp_path / layout), "--num_train", "9", "--num_test", "2", "--image_size", "32"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    source = create_source(layout, str(tmp_path / layout), "train", unit="frame")
+    assert source.num_videos == 9 and source.decode(source.example(0)["image"]).size == (32, 32)
 
 
 def _hog(image, cells=6, bins=8):
