@@ -34,8 +34,8 @@ def image_refs(source: Source, example: dict[str, Any]) -> list[tuple[str, int |
 
 def _decode_in_place(source: Source, example: dict[str, Any]) -> tuple[UnreadableImage, int] | None:
     """Replaces the example's image references by PIL images; returns (error, k) at the first failure."""
-    for key in source.image_entries:
-        if isinstance(example[key], tuple):
+    for key in source.image_entries:  # copies, so that the source's own lists stay references
+        if isinstance(example[key], (list, tuple)):
             example[key] = list(example[key])
     for k, (key, t, ref) in enumerate(image_refs(source, example)):
         try:

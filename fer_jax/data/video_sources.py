@@ -99,6 +99,7 @@ class VideoSource(Source):
     """The videos of one split as examples: groups of frames (unit "group") or single frames ("frame").
 
     Attributes:
+        unit: "group" (examples {"frames", "label", "video"}) or "frame" ({"image", "label", "video"}).
         video_names, video_labels (int32 [V]), num_videos: the split's videos, in list order.
         frame_paths: every frame of the split, video after video.
         members: int32 [N, T], the frames (indices into `frame_paths`) of each example; T = 1 for "frame".
