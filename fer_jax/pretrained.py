@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from flax import linen as nn
@@ -29,18 +28,6 @@ from fer_jax.errors import CheckpointError
 FORMAT = "fer-jax-pretrained/1"
 METADATA = "fer_jax.json"
 VARIABLES = "variables"
-
-
-def example_input(arch: str, batch: int = 1, dtype: Any = jnp.float32) -> jax.ShapeDtypeStruct:
-    """An abstract NHWC input of the upstream size for `arch`."""
-    h, w = models.REGISTRY[arch].image_size
-    return jax.ShapeDtypeStruct((batch, h, w, 3), dtype)
-
-
-def abstract_variables(module: nn.Module, arch: str, dtype: Any = jnp.float32) -> Any:
-    """Shapes and dtypes of `module`'s variables, computed without allocating them."""
-    x = example_input(arch, 1, dtype)
-    return jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(x.shape, x.dtype), train=False))
 
 
 def _local_checkpointer() -> ocp.StandardCheckpointer:
@@ -73,7 +60,8 @@ def read_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_pretrained(directory: str | os.PathLike, **module_overrides: Any) -> tuple[nn.Module, dict]:
-    """Loads a converted model: `module.apply(variables, images_nhwc, train=False)` then runs it.
+    """Loads a converted model; `module.apply(variables, images_nhwc, train=False)` then runs it (or a
+    named method: `module.apply(variables, frames, method=module.frame_features)` for Emotion-FAN).
 
     Args:
       directory: written by `porting/convert.py` (or `save_pretrained`).
@@ -97,7 +85,7 @@ def load_with_metadata(directory: str | os.PathLike, **module_overrides: Any) ->
     """
     meta = read_metadata(directory)
     module = models.create(meta["arch"], **{**meta["hparams"], **module_overrides})
-    target = abstract_variables(module, meta["arch"])
+    target = models.spec(meta["arch"]).abstract_variables(module)
     try:
         with _local_checkpointer() as ckptr:
             variables = ckptr.restore(os.path.abspath(os.path.join(directory, VARIABLES)), target)

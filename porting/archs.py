@@ -1,22 +1,37 @@
-"""What the porting layer knows about each architecture: how to recognise its keys, its torch reference
-model, and the container upstream saves it in.
+"""What the porting layer knows about each architecture: its torch reference model, how to read its
+hyperparameters from a checkpoint, how to feed the reference, and the container upstream saves it in.
 
-Adding a network = one `ArchSpec` here plus its Flax module in `fer_jax.models.REGISTRY`.
+Recognition is exact: for every architecture, the hyperparameters readable from the checkpoint's shapes
+(and file name, where upstream encodes one there) build the reference model, and the checkpoint must have
+exactly that model's keys and shapes (BatchNorm `num_batches_tracked` may be absent, as torch's loader
+allows). So a checkpoint never matches a loose look-alike: a PreActResNet18 or an Emotion-FAN file is not a
+ResNet18. When none fits, the error names the closest candidates and what differs.
+
+Adding a network = one `ArchSpec` here plus its `ModelSpec` in `fer_jax.models.REGISTRY`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from fer_jax import models
 from fer_jax.errors import CheckpointError
+from fer_jax.merge import short
 from porting import reference
 
 Shapes = Mapping[str, tuple[int, ...]]
+OPTIONAL_SUFFIXES = ("num_batches_tracked",)  # torch's BatchNorm loader accepts files without them
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    """NHWC -> NCHW, the default layout change from a Flax input to a torch one."""
+    return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,50 +40,28 @@ class ArchSpec:
 
     Attributes:
       name: key in `fer_jax.models.REGISTRY`.
-      detect: shapes of a (prefix-stripped) state_dict -> hyperparameters, or None if not this arch.
-      infer: shapes -> the hyperparameters readable from shapes when the arch is forced with --arch.
+      infer: shapes of a (prefix-stripped) state_dict -> the hyperparameters readable from them.
       reference: hyperparameters -> the plain-torch reference module (same state_dict keys as upstream).
-      outputs: names of the forward outputs, in upstream order.
       weights_key: the container entry upstream saves the weights under (None: bare state_dict).
       container_extras: other entries upstream writes next to the weights, with the values we write on export
         when the source did not have them.
-      fp32_tolerance: per-output bound on max|jax - torch| / max(1, max|torch|) in float32; outputs not named
-        here use `DEFAULT_FP32_TOLERANCE`. Each value is justified where it is set.
+      from_filename: file name -> (hyperparameters upstream encodes in its file names, a note saying where
+        they came from); only for hyperparameters the keys cannot show.
+      torch_inputs: the Flax example inputs ({batch entry: NHWC array}) -> the reference's positional inputs.
     """
 
     name: str
-    detect: Callable[[Shapes], dict[str, Any] | None]
     infer: Callable[[Shapes], dict[str, Any]]
     reference: Callable[..., torch.nn.Module]
-    outputs: tuple[str, ...]
     weights_key: str | None
     container_extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    fp32_tolerance: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    from_filename: Callable[[str], tuple[dict[str, Any], str]] | None = None
+    torch_inputs: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]] = lambda ex: (nchw(ex["image"]),)
 
 
-DEFAULT_FP32_TOLERANCE = 1e-5  # fp32 rounding of one forward pass, relative to the output scale
 FP64_TOLERANCE = 1e-10  # float64 on both sides: a correct port agrees to ~1e-12; anything larger is semantic
-
-
-def _resnet_stages(shapes: Shapes, prefix: str = "") -> tuple[int, ...] | None:
-    pat = re.compile(rf"^{re.escape(prefix)}layer([1-4])\.(\d+)\.conv1\.weight$")
-    blocks: dict[int, int] = {}
-    for key in shapes:
-        m = pat.match(key)
-        if m:
-            blocks[int(m[1])] = max(blocks.get(int(m[1]), 0), int(m[2]) + 1)
-    if sorted(blocks) != [1, 2, 3, 4] or any(k.endswith("conv3.weight") for k in shapes):
-        return None
-    return tuple(blocks[i] for i in (1, 2, 3, 4))
-
-
-def _resnet_detector(stages: tuple[int, ...]) -> Callable[[Shapes], dict[str, Any] | None]:
-    def detect(shapes: Shapes) -> dict[str, Any] | None:
-        if "conv1.weight" not in shapes or _resnet_stages(shapes) != stages:
-            return None
-        return _resnet_infer(shapes)
-
-    return detect
+FP32_FLOOR = 1e-5  # the smallest float32 bound; above it, a multiple of torch's own float32 error
+FP32_FACTOR = 4.0  # ours may be as far from exact as torch is, on a different summation order: 4x leaves margin
 
 
 def _resnet_infer(shapes: Shapes) -> dict[str, Any]:
@@ -77,57 +70,141 @@ def _resnet_infer(shapes: Shapes) -> dict[str, Any]:
 
 def _dan_infer(shapes: Shapes) -> dict[str, Any]:
     heads = sum(f"cat_head{i}.sa.conv1x1.0.weight" in shapes for i in range(64))
-    hp: dict[str, Any] = {"num_head": heads}
+    hp: dict[str, Any] = {"num_head": heads or 4}
     if "fc.weight" in shapes:
         hp["num_class"] = shapes["fc.weight"][0]
     return hp
 
 
-def _dan_detect(shapes: Shapes) -> dict[str, Any] | None:
-    if "features.0.weight" not in shapes or "cat_head0.sa.conv1x1.0.weight" not in shapes:
-        return None
-    return _dan_infer(shapes)
-
-
 ARCHS: dict[str, ArchSpec] = {
-    "dan": ArchSpec(
-        name="dan", detect=_dan_detect, infer=_dan_infer, reference=reference.DAN,
-        outputs=("out", "feat", "heads"), weights_key="model_state_dict", container_extras={"iter": 0},
-        # `out` divides a difference of large numbers (head sums reach ~700, log-softmax ~-600) by the
-        # BatchNorm1d scale: the same upstream torch code moves it by 1.5-1.8e-5 between its own fp32
-        # execution paths (dan.md, parity note 7), and tests/test_parity_dan.py measures that spread on
-        # every run. 6e-5 is ~3x the measured spread; float64 verification proves the semantics.
-        fp32_tolerance={"out": 6e-5}),
-    "resnet18": ArchSpec(
-        name="resnet18", detect=_resnet_detector((2, 2, 2, 2)), infer=_resnet_infer,
-        reference=reference.resnet18, outputs=("logits",), weights_key="state_dict"),
-    "resnet34": ArchSpec(
-        name="resnet34", detect=_resnet_detector((3, 4, 6, 3)), infer=_resnet_infer,
-        reference=reference.resnet34, outputs=("logits",), weights_key="state_dict"),
+    "dan": ArchSpec(name="dan", infer=_dan_infer, reference=reference.DAN, weights_key="model_state_dict",
+                    container_extras={"iter": 0}),
+    "resnet18": ArchSpec(name="resnet18", infer=_resnet_infer, reference=reference.resnet18,
+                         weights_key="state_dict"),
+    "resnet34": ArchSpec(name="resnet34", infer=_resnet_infer, reference=reference.resnet34,
+                         weights_key="state_dict"),
 }
 
 
-def detect(shapes: Shapes, arch: str | None = None) -> tuple[ArchSpec, dict[str, Any]]:
-    """Recognises the architecture of a state_dict from its keys and shapes.
+def register(spec: ArchSpec) -> ArchSpec:
+    """Adds a network's porting facts (each network's module calls this once)."""
+    ARCHS[spec.name] = spec
+    return spec
+
+
+def expected_shapes(spec: ArchSpec, hparams: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of the reference's state_dict, built on torch's meta device (nothing allocated)."""
+    with torch.device("meta"):
+        model = spec.reference(**hparams)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@dataclasses.dataclass
+class KeyDiff:
+    """How a checkpoint's keys and shapes differ from a reference model's."""
+
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[str]  # "key: file [..] vs model [..]"
+
+    @property
+    def size(self) -> int:
+        return len(self.missing) + len(self.unexpected) + len(self.shapes)
+
+    def describe(self) -> str:
+        parts = [f"{len(self.missing)} keys missing ({short(self.missing, 3)})" if self.missing else "",
+                 f"{len(self.unexpected)} unexpected ({short(self.unexpected, 3)})" if self.unexpected else "",
+                 f"{len(self.shapes)} shapes differ ({short(self.shapes, 2)})" if self.shapes else ""]
+        return ", ".join(p for p in parts if p)
+
+
+def key_diff(shapes: Shapes, expected: Shapes) -> KeyDiff:
+    """Exact comparison of a checkpoint with a reference (optional BatchNorm counters aside)."""
+    missing = [k for k in expected if k not in shapes and not k.endswith(OPTIONAL_SUFFIXES)]
+    unexpected = [k for k in shapes if k not in expected]
+    wrong = [f"{k}: file {list(shapes[k])} vs model {list(v)}" for k, v in expected.items()
+             if k in shapes and tuple(shapes[k]) != tuple(v)]
+    return KeyDiff(missing, unexpected, wrong)
+
+
+@dataclasses.dataclass
+class Detection:
+    """A recognised architecture, its hyperparameters, and notes on where non-key ones came from."""
+
+    spec: ArchSpec
+    hparams: dict[str, Any]
+    notes: list[str]
+
+
+def _candidate(spec: ArchSpec, shapes: Shapes, filename: str, overrides: Mapping[str, Any]
+               ) -> tuple[Detection, KeyDiff]:
+    defaults = models.spec(spec.name).defaults
+    notes: list[str] = []
+    hparams = dict(spec.infer(shapes))
+    if spec.from_filename is not None:
+        named, note = spec.from_filename(filename)
+        hparams.update({k: v for k, v in named.items() if k not in overrides})
+        if not all(k in overrides for k in named):
+            notes.append(note)
+    hparams.update({k: v for k, v in overrides.items() if k in defaults})
+    try:
+        diff = key_diff(shapes, expected_shapes(spec, {**defaults, **hparams}))
+    except (TypeError, ValueError, RuntimeError) as e:  # hyperparameters the reference cannot take
+        diff = KeyDiff([f"(cannot build {spec.name} with {hparams}: {e})"], [], [])
+    return Detection(spec, hparams, notes), diff
+
+
+def detect(shapes: Shapes, arch: str | None = None, *, filename: str = "",
+           overrides: Mapping[str, Any] | None = None) -> Detection:
+    """Recognises the architecture of a state_dict by its exact keys and shapes.
 
     Args:
       shapes: key -> shape of the prefix-stripped state_dict.
-      arch: force this architecture (hyperparameters still read from the shapes where possible).
+      arch: only consider this architecture (its hyperparameters are still read from the shapes).
+      filename: the checkpoint's file name (some upstreams encode hyperparameters there).
+      overrides: hyperparameters given by the user (`--hparam`), applied where an architecture has them.
 
     Raises:
-      CheckpointError: unknown `arch`, or no known architecture matches.
+      CheckpointError: unknown `arch`; no architecture fits exactly (naming the closest and what differs);
+        or several fit.
     """
-    if arch is not None:
-        if arch not in ARCHS:
-            raise CheckpointError(f"unknown --arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
-        try:
-            return ARCHS[arch], ARCHS[arch].infer(shapes)
-        except (KeyError, IndexError) as e:
-            raise CheckpointError(f"the keys do not fit --arch {arch} (no {e})") from None
-    for spec in ARCHS.values():
-        hparams = spec.detect(shapes)
-        if hparams is not None:
-            return spec, hparams
-    first = ", ".join(list(shapes)[:4])
-    raise CheckpointError(f"unrecognised architecture ({len(shapes)} keys, starting {first}); known: "
-                          f"{', '.join(sorted(ARCHS))}; pass --arch NAME if it is one of them")
+    if arch is not None and arch not in ARCHS:
+        raise CheckpointError(f"unknown --arch {arch!r}; known: {', '.join(sorted(ARCHS))}")
+    overrides = dict(overrides or {})
+    names = [arch] if arch else list(ARCHS)
+    results = [_candidate(ARCHS[n], shapes, filename, overrides) for n in names]
+    exact = [det for det, diff in results if diff.size == 0]
+    if len(exact) == 1:
+        return exact[0]
+    if len(exact) > 1:
+        raise CheckpointError(f"the keys fit several architectures ({', '.join(d.spec.name for d in exact)}); "
+                              "pass --arch NAME")
+    ranked = sorted(results, key=lambda r: r[1].size)
+    closest = "; ".join(f"{det.spec.name} {det.hparams}: {diff.describe()}" for det, diff in ranked[:2])
+    if arch:
+        raise CheckpointError(f"the checkpoint is not a {arch} ({len(shapes)} keys): {closest}")
+    raise CheckpointError(f"unrecognised architecture ({len(shapes)} keys, starting {short(list(shapes), 3)}); "
+                          f"closest: {closest}")
+
+
+def stem_hparam(pattern: str, values: Sequence[tuple[str, Any]], name: str, default: Any, default_why: str
+                ) -> Callable[[str], tuple[dict[str, Any], str]]:
+    """A `from_filename` reading one hyperparameter from the start of upstream's file names.
+
+    Args:
+      pattern: regex over the file name; its group 1 is looked up in `values`.
+      values: (text in the file name, hyperparameter value) pairs.
+      name: the hyperparameter.
+      default: its value when the file name says nothing.
+      default_why: why that default (shown to the user).
+    """
+    table = dict(values)
+
+    def read(filename: str) -> tuple[dict[str, Any], str]:
+        m = re.match(pattern, filename)
+        if m and m.group(1) in table:
+            return {name: table[m.group(1)]}, f"{name}={table[m.group(1)]!r} from the file name {filename!r}"
+        return {name: default}, (f"{name}={default!r} assumed ({default_why}); the file name {filename!r} does "
+                                 f"not say; pass --hparam {name}=... otherwise")
+
+    return read

@@ -34,19 +34,26 @@ def sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def parse_hparams(items: Sequence[str], arch: str) -> dict[str, Any]:
-    """`KEY=VALUE` pairs (values as Python literals) checked against the architecture's hyperparameters."""
-    known = models.REGISTRY[arch].defaults
+def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
+    """`KEY=VALUE` pairs, values as Python literals (checked against the architecture once it is known)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or key not in known:
-            raise UserError(f"--hparam {item!r}: expected KEY=VALUE with KEY one of {', '.join(known)}")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--hparam {item!r}: expected KEY=VALUE")
         try:
             out[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
             raise UserError(f"--hparam {item!r}: {value!r} is not a Python literal") from None
     return out
+
+
+def flax_target(arch: str, hparams: dict[str, Any]) -> tuple[Any, dict, Any]:
+    """(Flax module, module kinds, abstract variables) of a registered network, through its declared init."""
+    spec = models.spec(arch)
+    module = models.create(arch, **hparams)
+    kinds, abstract = mapping.module_kinds(module, *spec.batch_inputs(spec.example_inputs()), **spec.init_kwargs())
+    return module, kinds, abstract
 
 
 def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: Sequence[str] = (),
@@ -63,12 +70,19 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
                        + [f"{k}={v} (not converted)" for k, v in container.skipped.items()]) or "none"
     log(f"read {path}: weights under {container.weights_key or '(bare state_dict)'}, "
         f"{len(container.state_dict)} keys, prefix {container.prefix or 'none'}; other entries: {extras}")
-    spec, hparams = archs.detect(container.shapes(), arch)
-    hparams.update(parse_hparams(hparam_overrides, spec.name))
-    log(f"architecture: {spec.name} {hparams} ({'forced' if arch else 'detected'})")
+    overrides = parse_hparams(hparam_overrides)
+    found = archs.detect(container.shapes(), arch, filename=os.path.basename(path), overrides=overrides)
+    spec, hparams = found.spec, found.hparams
+    unknown = sorted(set(overrides) - set(models.spec(spec.name).defaults))
+    if unknown:
+        raise UserError(f"--hparam {unknown[0]}: {spec.name} has no such hyperparameter (it has: "
+                        f"{', '.join(models.spec(spec.name).defaults)})")
+    log(f"architecture: {spec.name} {hparams} ({'forced' if arch else 'detected'}; keys and shapes match "
+        "the reference exactly)")
+    for note in found.notes:
+        log(f"  {note}")
 
-    module = models.create(spec.name, **hparams)
-    kinds, abstract = mapping.module_kinds(module, pretrained.example_input(spec.name), train=False)
+    _, kinds, abstract = flax_target(spec.name, hparams)
     variables, report = mapping.torch_to_flax(container.state_dict, abstract, kinds)
     log(report.summary())
 
@@ -78,6 +92,7 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
                       "extras": container.extras, "skipped": container.skipped},
         "num_batches_tracked": report.num_batches_tracked,
         "report": report.counts(),
+        "detection_notes": found.notes,
     }
     if verify_outputs:
         meta["parity"] = check_parity(spec, hparams, container.state_dict, variables, log)
@@ -89,20 +104,17 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
 def check_parity(spec: archs.ArchSpec, hparams: dict[str, Any], state_dict: dict[str, np.ndarray],
                  variables: Any, log) -> dict[str, Any]:
     """Runs the reference and the converted model on one random batch; raises if an output disagrees."""
-    h, w = models.REGISTRY[spec.name].image_size
-    log(f"parity against the torch reference (eval mode, batch 2 of {h}x{w}, seed 0):")
-    results = verify.parity(spec, hparams, state_dict, variables)
-    figures: dict[str, Any] = {}
-    for dtype, diffs in results.items():
-        for d in diffs:
-            log(f"  {dtype} {d.line()}")
-        figures[dtype] = {d.name: {"max_abs": d.max_abs, "relative": d.max_abs / d.scale,
-                                   "tolerance": d.tolerance} for d in diffs}
-    failed = [f"{dtype} {d.name}" for dtype, diffs in results.items() for d in diffs if not d.ok]
+    example = models.spec(spec.name).example_inputs(2)
+    shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in example.items())
+    log(f"parity against the torch reference (eval mode, {shapes}, seed 0):")
+    checks = verify.parity(spec, hparams, state_dict, variables)
+    for c in checks:
+        log(f"  {c.line()}")
+    failed = [c.name for c in checks if not c.ok]
     if failed:
         raise CheckpointError(f"converted model disagrees with the torch reference ({', '.join(failed)}); "
                               "nothing written")
-    return figures
+    return {c.name: c.figures() for c in checks}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

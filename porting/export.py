@@ -24,6 +24,7 @@ import torch
 from fer_jax import cli, pretrained
 from fer_jax.errors import CheckpointError
 from porting import archs, mapping
+from porting.convert import flax_target
 
 
 def state_dict_from_directory(directory: str, default_num_batches_tracked: int = 0
@@ -33,9 +34,9 @@ def state_dict_from_directory(directory: str, default_num_batches_tracked: int =
     Raises:
       CheckpointError: the directory is unreadable or its variables do not fill the reference exactly.
     """
-    meta, module, variables = pretrained.load_with_metadata(directory)
+    meta, _, variables = pretrained.load_with_metadata(directory)
     spec = archs.ARCHS[meta["arch"]]
-    kinds, _ = mapping.module_kinds(module, pretrained.example_input(spec.name), train=False)
+    _, kinds, _ = flax_target(spec.name, meta["hparams"])
     flat = mapping.flax_to_torch(variables, kinds, num_batches_tracked=meta.get("num_batches_tracked"),
                                  default_num_batches_tracked=default_num_batches_tracked)
     ref = spec.reference(**meta["hparams"])

@@ -38,19 +38,19 @@ def jax_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:
     import jax
     import numpy as np
 
-    from fer_jax import models
-    from fer_jax.train import optim, state as state_lib, steps as steps_lib, tasks
+    from fer_jax import models, tasks
+    from fer_jax.train import optim, state as state_lib, steps as steps_lib
 
-    hp = {"num_class": 7} if arch == "dan" else {"num_classes": 7}
-    module = models.create(arch, **hp)
+    spec = models.spec(arch)
+    module = models.create(arch, **{spec.num_classes_key: 7})
     task = tasks.Dan(8) if arch == "dan" else tasks.Classification()
     tx = optim.torch_sgd(0.1, 0.9, 1e-4)
-    state = state_lib.create(module, task, tx, (size, size, 3), seed=0)
+    state = state_lib.create(module, spec, task, tx, size, seed=0)
     rng = np.random.default_rng(0)
-    b = {"image": rng.standard_normal((batch, size, size, 3)).astype(np.float32),
-         "label": rng.integers(0, 7, batch).astype(np.int32)}
-    train = jax.jit(functools.partial(steps_lib.train_step, module=module, task=task, tx=tx))
-    forward = jax.jit(lambda v, x: module.apply(v, x, train=False))
+    b = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in spec.example_inputs(batch, size).items()}
+    b["label"] = rng.integers(0, 7, batch).astype(np.int32)
+    train = jax.jit(functools.partial(steps_lib.train_step, module=module, spec=spec, task=task, tx=tx))
+    forward = jax.jit(lambda v, inputs: module.apply(v, *inputs, train=False))
     holder = {"state": state}
 
     def train_once():
@@ -59,7 +59,8 @@ def jax_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:
 
     variables = state_lib.model_variables(state)
     return {"train_step_s": timed(train_once, steps),
-            "eval_forward_s": timed(lambda: jax.block_until_ready(forward(variables, b["image"])), steps)}
+            "eval_forward_s": timed(lambda: jax.block_until_ready(forward(variables, spec.batch_inputs(b))),
+                                     steps)}
 
 
 def torch_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:

@@ -1,57 +1,165 @@
-"""Helpers for the torch-vs-Flax parity tests (imports torch)."""
+"""The parity-test harness, driven by the architecture specs (imports torch).
+
+A network is tested by adding `Case`s to `CASES` (and its quirks in its own test file): the reference is
+built by its `porting.archs.ArchSpec`, given random weights and non-trivial BatchNorm statistics, converted
+by the one mapping rule through the network's declared init (`fer_jax.models.ModelSpec`), and both run
+on the same example inputs, which the Flax contract declares and the ArchSpec lays out for torch.
+
+Tolerances, the same rule as the converter's gate (porting/verify.py):
+- float64 on both sides: `FP64_TOL` relative to max(1, max|torch|); a correct port agrees to ~1e-12.
+- float32: our float32 result against torch's float64 one, within `fp32_bound(torch32, torch64)`, i.e.
+  4x torch's own float32 error on the same quantity, floored at 1e-5. Groups of tensors (gradients,
+  optimizer steps) compare the worst tensor of ours with the worst of torch (`assert_group_fp32`), because
+  a single tensor's rounding error is itself a random quantity.
+"""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 
+import torch_helpers
 from fer_jax import models
-from porting import mapping
+from porting import archs, mapping, verify
 
-FP64_TOL = 1e-10  # float64 on both sides: a correct port agrees to ~1e-12 (rounding cannot hide a bug)
-FP32_TOL = 1e-5  # fp32, relative to max(1, max|torch|): rounding of one forward pass
+FP64_TOL = archs.FP64_TOLERANCE
+FP32_TOL = archs.FP32_FLOOR
+to_nhwc = verify.to_nhwc
+rel_diff = verify.rel
+fp32_bound = verify.fp32_bound
 
 
-def to_nhwc(a: np.ndarray) -> np.ndarray:
-    return np.transpose(a, (0, 2, 3, 1)) if a.ndim == 4 else a
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One configuration of a network for the generic parity tests.
+
+    Attributes:
+      arch: registry name (ArchSpec and ModelSpec).
+      hparams: constructor hyperparameters.
+      size: image side of the fast tier.
+      batch: examples per batch.
+      train_forward: whether `__call__` in train mode is deterministic (no dropout / drop-path), so the
+        generic train-mode comparison applies; networks with random streams test it in their own file.
+      label: test id.
+    """
+
+    arch: str
+    hparams: dict
+    size: int = 64
+    batch: int = 4
+    train_forward: bool = True
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.label or self.arch
+
+
+def example(case: Case, seed: int, size: int | None = None) -> dict[str, np.ndarray]:
+    """Float64 example inputs of the network's declared shapes (NHWC), from a fixed seed."""
+    return verify.random_example(case.arch, case.batch, size or case.size, seed)
+
+
+def torch_inputs(case: Case, ex: dict[str, np.ndarray], dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.ascontiguousarray(x)).to(dtype) for x in archs.ARCHS[case.arch].torch_inputs(ex))
+
+
+def reference_model(case: Case, seed: int = 0, size: int | None = None) -> torch.nn.Module:
+    """The reference with random weights and calibrated-then-perturbed BatchNorm statistics (float32)."""
+    model = archs.ARCHS[case.arch].reference(**case.hparams)
+    ex = example(case, seed + 100, size)
+    return torch_helpers.randomize(model, seed, inputs=torch_inputs(case, ex, torch.float32))
 
 
 def convert(torch_model: torch.nn.Module, arch: str, hparams: dict, image_size: int, dtype=np.float32
             ) -> tuple[Any, dict, dict]:
     """(flax module, variables in `dtype`, module kinds) for a torch reference model."""
+    spec = models.spec(arch)
     module = models.create(arch, **hparams)
-    kinds, abstract = mapping.module_kinds(
-        module, jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32), train=False)
+    inputs = spec.batch_inputs(spec.example_inputs(1, image_size))
+    kinds, abstract = mapping.module_kinds(module, *inputs, **spec.init_kwargs())
     sd = {k: v.detach().cpu().numpy().copy() for k, v in torch_model.state_dict().items()}
     variables, _ = mapping.torch_to_flax(sd, abstract, kinds)
     return module, jax.tree.map(lambda a: np.asarray(a, dtype), variables), kinds
 
 
 def torch_copy(model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-    import copy
-
     return copy.deepcopy(model).to(dtype)
 
 
-def rel_diff(ours: Any, ref: Any) -> float:
-    """max|ours - ref| / max(1, max|ref|)."""
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.max(np.abs(ours - ref)) / max(1.0, np.max(np.abs(ref))))
+def torch_forward(case: Case, model: torch.nn.Module, ex: dict[str, np.ndarray], train: bool
+                  ) -> list[np.ndarray]:
+    """Outputs (4-D ones NHWC) of the reference in the dtype of its parameters."""
+    dtype = next(model.parameters()).dtype
+    model.train(train)
+    with torch.no_grad():
+        out = model(*torch_inputs(case, ex, dtype))
+    out = out if isinstance(out, tuple | list) else (out,)
+    return [to_nhwc(o.detach().cpu().numpy().copy()) for o in out]
 
 
-def fp32_bound(t32: Any, t64: Any, factor: float = 4.0) -> float:
-    """An fp32 bound derived from torch's own fp32 error on the same quantity (vs torch float64).
+def flax_forward(case: Case, module: Any, variables: Any, ex: dict[str, np.ndarray], train: bool
+                 ) -> tuple[list[np.ndarray], Any]:
+    """(outputs in declared order, updated batch_stats or None) in the dtype of `variables`."""
+    spec = models.spec(case.arch)
+    dtype = jax.tree.leaves(variables)[0].dtype
+    inputs = [np.asarray(x, dtype) for x in spec.batch_inputs(ex)]
+    mutable = ["batch_stats"] if train else []
+    out, upd = jax.jit(lambda v, xs: module.apply(v, *xs, train=train, mutable=mutable))(variables, inputs)
+    return [np.asarray(o) for o in spec.named(out).values()], (upd.get("batch_stats") if train else None)
 
-    Used only where fp32 rounding alone exceeds FP32_TOL (DAN's BN'd logits and what depends on them, see
-    shared/reference/dan.md note 7): Flax fp32 may be as far from torch fp32 as both are from the exact
-    value, so a few times torch's own error, never less than FP32_TOL.
+
+def compare_forward(case: Case, train: bool, seed: int = 0, size: int | None = None) -> dict[str, dict]:
+    """Runs reference and Flax in float64 and float32 and returns, per output (and the updated running
+    statistics in train mode), {"fp64", "fp32", "bound"} where fp32 is rel(ours32, torch64)."""
+    size = size or case.size
+    tmodel = reference_model(case, seed, size)
+    ex = example(case, seed + 1, size)
+    t64, t32 = torch_copy(tmodel, torch.float64), torch_copy(tmodel, torch.float32)
+    names = models.spec(case.arch).outputs
+    ref64 = torch_forward(case, t64, ex, train)  # in train mode, updates the copies' running statistics
+    ref32 = torch_forward(case, t32, ex, train)
+    with jax.enable_x64(True):
+        module, v64, kinds = convert(tmodel, case.arch, case.hparams, size, np.float64)
+        ours64, stats64 = flax_forward(case, module, v64, ex, train)
+    module, v32, _ = convert(tmodel, case.arch, case.hparams, size, np.float32)
+    ours32, stats32 = flax_forward(case, module, v32, ex, train)
+    result = {n: {"fp64": rel_diff(ours64[i], ref64[i]), "fp32": rel_diff(ours32[i], ref64[i]),
+                  "bound": fp32_bound(ref32[i], ref64[i])} for i, n in enumerate(names)}
+    if train and stats64 is not None:
+        buffers64, buffers32 = torch_buffers(t64), torch_buffers(t32)
+        got64 = flax_to_torch_names(stats64, kinds, "batch_stats")
+        got32 = flax_to_torch_names(stats32, kinds, "batch_stats")
+        result["running_stats"] = {
+            "fp64": max(rel_diff(got64[k], v) for k, v in buffers64.items()),
+            "fp32": max(rel_diff(got32[k], v) for k, v in buffers64.items()),
+            "bound": max(FP32_TOL, 4 * max(rel_diff(buffers32[k], v) for k, v in buffers64.items()))}
+    return result
+
+
+def assert_forward(result: dict[str, dict]) -> None:
+    """Every output within FP64_TOL in float64 and within its derived bound in float32."""
+    for name, r in result.items():
+        assert r["fp64"] <= FP64_TOL, (name, r)
+        assert r["fp32"] <= r["bound"], (name, r)
+
+
+def assert_group_fp32(ours: dict[str, Any], ref32: dict[str, Any], ref64: dict[str, Any]) -> tuple[float, float]:
+    """The worst float32 error of ours in a group of tensors is within 4x torch's worst (floored).
+
+    Returns:
+      (our worst rel error vs torch float64, torch's worst float32 rel error), for reports.
     """
-    return max(FP32_TOL, factor * rel_diff(t32, t64))
+    assert set(ours) == set(ref64) == set(ref32)
+    worst_ours = max(rel_diff(ours[k], ref64[k]) for k in ref64)
+    worst_torch = max(rel_diff(ref32[k], ref64[k]) for k in ref64)
+    assert worst_ours <= max(FP32_TOL, 4 * worst_torch), (worst_ours, worst_torch)
+    return worst_ours, worst_torch
 
 
 def torch_param_grads(model: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -23,8 +23,10 @@ CASES = {
 
 
 def flax_setup(arch: str, hparams: dict):
+    """Module kinds and abstract variables through the network's declared init."""
+    spec = models.spec(arch)
     module = models.create(arch, **hparams)
-    return mapping.module_kinds(module, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32), train=False)
+    return mapping.module_kinds(module, *spec.batch_inputs(spec.example_inputs(1, 64)), **spec.init_kwargs())
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -84,7 +86,7 @@ def test_unused_and_missing_keys_are_errors():
 def test_msceleb_backbone_into_dan_drops_classifier_explicitly():
     sd = torch_helpers.state_dict_numpy(reference.resnet18(1000))
     module = models.create("dan")
-    kinds, _ = mapping.module_kinds(module, jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32), train=False)
+    kinds, _ = flax_setup("dan", {"num_class": 7, "num_head": 4})
     init = module.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
     rule = models.REGISTRY["dan"].init_from["resnet18"]
     # Without the explicit drop, the 1000-way classifier lands on DAN's fc and is refused by shape.
@@ -119,6 +121,13 @@ def test_merge_variables_flax_to_flax_matches_torch_route():
     jax.tree.map(np.testing.assert_array_equal, merged, direct)
 
 
+def listing_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Key -> shape of an upstream key listing (tests/fixtures/upstream_keys)."""
+    from test_reference_keys import read_listing
+
+    return {k: tuple(shape) for k, shape, _ in read_listing(name)}
+
+
 @pytest.mark.parametrize("arch, build, expected", [
     ("dan", lambda: reference.DAN(7, 4), {"num_head": 4, "num_class": 7}),
     ("dan", lambda: reference.DAN(8, 2), {"num_head": 2, "num_class": 8}),
@@ -129,14 +138,41 @@ def test_merge_variables_flax_to_flax_matches_torch_route():
 ])
 def test_architecture_detection(arch, build, expected):
     shapes = {k: tuple(v.shape) for k, v in build().state_dict().items()}
-    spec, hparams = archs.detect(shapes)
-    assert (spec.name, hparams) == (arch, expected)
+    found = archs.detect(shapes)
+    assert (found.spec.name, found.hparams) == (arch, expected)
+
+
+def test_detection_is_exact():
+    shapes = listing_shapes("keys_resnet18_torchvision.txt")
+    # torch's BatchNorm loader accepts files saved without num_batches_tracked; so do we.
+    without = {k: v for k, v in shapes.items() if not k.endswith("num_batches_tracked")}
+    assert archs.detect(without).spec.name == "resnet18"
+    # One key more or less, or one shape off, and it is no longer a ResNet18.
+    for broken in ({**shapes, "extra.weight": (3,)},
+                   {k: v for k, v in shapes.items() if k != "layer3.1.bn2.weight"},
+                   {**shapes, "layer2.0.conv2.weight": (128, 128, 1, 1)}):
+        with pytest.raises(CheckpointError, match="unrecognised architecture .* closest: resnet18"):
+            archs.detect(broken)
+
+
+def test_look_alikes_are_refused_with_the_difference():
+    """A PreActResNet18 (FERAtt's baseline) is not a ResNet18: the error says what differs."""
+    preact = listing_shapes("keys_preactresnet18.txt")
+    with pytest.raises(CheckpointError, match=r"not a resnet18 .*missing \(bn1\.weight.*unexpected.*shapes differ "
+                                              r"\(conv1\.weight: file \[64, 3, 3, 3\] vs model \[64, 3, 7, 7\]"):
+        archs.detect(preact, arch="resnet18")
+    with pytest.raises(CheckpointError, match="unrecognised architecture"):
+        archs.detect(preact)
 
 
 def test_unknown_architecture_and_arch_override():
-    with pytest.raises(CheckpointError, match="unrecognised architecture .* pass --arch"):
+    with pytest.raises(CheckpointError, match="unrecognised architecture .* closest: "):
         archs.detect({"encoder.weight": (3, 3), "decoder.weight": (3, 3)})
     with pytest.raises(CheckpointError, match="unknown --arch 'vgg'"):
         archs.detect({"conv1.weight": (64, 3, 7, 7)}, arch="vgg")
     shapes = {k: tuple(v.shape) for k, v in reference.resnet18(5).state_dict().items()}
-    assert archs.detect(shapes, arch="resnet34")[0].name == "resnet34"  # forced; the mapping then refuses
+    with pytest.raises(CheckpointError, match="not a resnet34 .* keys missing \\(layer1.2"):
+        archs.detect(shapes, arch="resnet34")
+    assert archs.detect(shapes, arch="resnet18").hparams == {"num_classes": 5}
+
+

@@ -11,12 +11,14 @@ import torch
 from porting import reference
 
 
-def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: int = 8) -> torch.nn.Module:
+def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: int = 8,
+              inputs: tuple[torch.Tensor, ...] | None = None) -> torch.nn.Module:
     """Random weights *and* non-trivial BatchNorm state.
 
     Affine BN parameters are drawn around (1, 0); running statistics are first calibrated on a random
-    batch (so eval-mode activations have a realistic scale), then perturbed so that they differ from
-    any batch statistics; `num_batches_tracked` gets distinct counts.
+    batch (`inputs` to the model's forward, by default one NCHW image batch) so eval-mode activations have
+    a realistic scale, then perturbed so that they differ from any batch statistics; `num_batches_tracked`
+    gets distinct counts.
     """
     g = torch.Generator().manual_seed(seed)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
@@ -29,7 +31,7 @@ def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: in
             bn.momentum = None  # cumulative average: one pass sets running stats to that batch's statistics
             bn.reset_running_stats()
         model.train()
-        model(torch.randn(batch, 3, image_size, image_size, generator=g))
+        model(*(inputs if inputs is not None else (torch.randn(batch, 3, image_size, image_size, generator=g),)))
         for i, bn in enumerate(bns):
             bn.momentum = 0.1
             bn.running_mean.add_(0.1 * torch.randn(bn.running_mean.shape, generator=g) * bn.running_var.sqrt())

@@ -4,18 +4,19 @@ already cropped; there is no face detector here."""
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fer_jax import models, pretrained
+from fer_jax import models, pretrained, tasks
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import transforms
 from fer_jax.errors import ConfigError, DatasetError
-from fer_jax.train import tasks
 
 
 def class_names(meta: dict[str, Any], num_outputs: int, order: str | None) -> list[str]:
@@ -39,13 +40,12 @@ def predict(model_dir: str, images: list[str], *, order: str | None = None, top:
       UserError: unreadable model or image, bad label order.
     """
     meta, module, variables = pretrained.load_with_metadata(model_dir)
+    spec = models.spec(meta["arch"])
     trained = meta.get("trained", {})
-    pp = trained.get("eval_pp") or "resize({0},{1})|to_float|normalize('imagenet')".format(
-        *models.REGISTRY[meta["arch"]].image_size)
+    pp = trained.get("eval_pp") or "resize({0},{1})|to_float|normalize('imagenet')".format(*spec.image_size)
     chain = transforms.parse(pp)
     batch = np.stack([chain(_open(p), np.random.default_rng(0)) for p in images]).astype(np.float32)
-    logits = np.asarray(tasks.Classification().logits(jax.jit(
-        lambda v, x: module.apply(v, x, train=False))(variables, batch)), np.float64)
+    logits = np.asarray(jax.jit(functools.partial(_logits, module, spec))(variables, batch), np.float64)
     names = class_names(meta, logits.shape[-1], order)
     if trained.get("task") == "multilabel":
         probs = 1 / (1 + np.exp(-logits))
@@ -53,6 +53,17 @@ def predict(model_dir: str, images: list[str], *, order: str | None = None, top:
     probs = np.exp(logits - logits.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)
     return [[(names[i], float(row[i])) for i in np.argsort(-row)[:top]] for row in probs]
+
+
+def _logits(module, spec: models.ModelSpec, variables, images):
+    """The declared prediction for each image; a video network sees each image as a one-frame video."""
+    forward = tasks.Forward(module, spec, variables)
+    if spec.video is None:
+        return forward({"image": images})[1]
+    values = forward.method(spec.video.frame, images)
+    values = values if isinstance(values, tuple) else (values,)
+    video = jnp.arange(images.shape[0], dtype=jnp.int32)
+    return module.apply(variables, *values, video, images.shape[0], method=spec.video.aggregate)
 
 
 def _open(path: str) -> Image.Image:

@@ -9,23 +9,22 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fer_jax import data, pretrained
+from fer_jax import data, models, pretrained, tasks
 from fer_jax.errors import ConfigError
-from fer_jax.evaluate import metrics
-from fer_jax.train import steps, tasks
+from fer_jax.evaluate import driver, metrics
 
 
 def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str | None = None,
                    out_dir: str | None = None, log=print) -> dict[str, Any]:
-    """Runs the model in `model_dir` over `split` of the dataset in `config.data` (single- or multi-label).
+    """Runs the model in `model_dir` over `split` of the dataset in `config.data` through the evaluation
+    driver that training uses (single-label, multi-label or video-level, as the recipe's task says).
 
     Args:
       model_dir: a fer-jax model directory (`porting/convert.py` output or `<workdir>/best`).
-      config: a training recipe; its `data` (root, preprocessing, class order) and `task` are used.
+      config: a training recipe; its `data` (root, preprocessing, class order, eval options) and `task`.
       split: the split to evaluate (default `config.data.eval_split`).
       out_dir: where to write `report.json` and `confusion_matrix.png` (nothing written if None).
 
@@ -35,26 +34,26 @@ def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str
     Raises:
       UserError: unreadable model or dataset, or a class-count mismatch.
     """
-    module, variables = pretrained.load_pretrained(model_dir)
+    meta, module, variables = pretrained.load_with_metadata(model_dir)
+    spec = models.spec(meta["arch"])
     d = config.data
-    source = data.create_source(d.name, d.root, split or d.eval_split, class_order=d.class_order or None,
-                                **d.options.to_dict())
+    source = driver.recipe_source(d, split or d.eval_split, "eval")
+    declared = spec.num_classes(meta["hparams"])
+    if declared is not None and declared != source.num_classes:
+        raise ConfigError(f"{model_dir} is a {meta['arch']} with {declared} classes ({spec.num_classes_key}) but "
+                          f"{d.name} {split or d.eval_split} has {source.num_classes}; wrong model or recipe?")
     task = tasks.create(config.task)
     batch = config.eval_batch_size if config.eval_batch_size > 0 else config.batch_size
-    step = jax.jit(functools.partial(steps.eval_step, module=module, task=task, num_classes=source.num_classes))
-    totals = None
+    step = jax.jit(functools.partial(driver.eval_step, module=module, spec=spec, task=task))
+    ctx = driver.context(module, spec, variables, source)
     iterator = data.eval_iterator(source, d.eval_pp, global_batch=batch, read_threads=d.read_threads)
     try:
-        for b in iterator:
-            try:
-                sums = step(variables, b)
-            except (IndexError, TypeError, ValueError) as e:
-                raise ConfigError(f"{model_dir} does not fit {d.name} ({e})") from None
-            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+        result = driver.run(lambda b: step(variables, b), iterator, task, ctx)
+    except (IndexError, TypeError, ValueError) as e:
+        raise ConfigError(f"{model_dir} does not fit {d.name} ({e})") from None
     finally:
         iterator.close()
-    totals = jax.device_get(totals)
-    result = metrics.from_sums(totals, source.class_names)
+    totals = {"confusion": np.asarray(result["confusion"])} if "confusion" in result else {}
     log(f"{model_dir} on {d.name} {split or d.eval_split}: {metrics.summary_line(result)}")
     if "confusion" in totals:
         log(metrics.format_confusion(totals["confusion"], source.class_names))

@@ -1,60 +1,42 @@
-"""Flax Linen modules for the fer-jax networks, and a registry to build them by name."""
+"""Flax Linen modules for the fer-jax networks, and a registry of their contracts (`ModelSpec`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from flax import linen as nn
 
 from fer_jax.models import dan
+from fer_jax.models.contract import InitRule, ModelSpec, VideoMethods, frames_example, output, sum_of
 from fer_jax.models.dan import DAN
 from fer_jax.models.resnet import STAGE_SIZES, ResNet
 
 
-@dataclasses.dataclass(frozen=True)
-class InitRule:
-    """How a pretrained model of another architecture initialises this one (see `fer_jax.merge`).
-
-    Attributes:
-      renames: module-path prefix renames from the source's names to ours.
-      drop: source module paths (after renaming) not used, e.g. the source classifier.
-      init: our module paths that keep their initialisation (the new parts).
-    """
-
-    renames: tuple[tuple[str, str], ...] = ()
-    drop: tuple[str, ...] = ()
-    init: tuple[str, ...] = ()
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """How to build a registered network and what input it expects.
-
-    Attributes:
-      build: constructor taking the architecture's hyperparameters as keywords.
-      image_size: (height, width) of the upstream input.
-      defaults: default hyperparameters (the upstream constructor defaults).
-      init_from: source architecture -> how its pretrained weights initialise this network.
-    """
-
-    build: Callable[..., nn.Module]
-    image_size: tuple[int, int]
-    defaults: dict[str, Any]
-    init_from: dict[str, InitRule] = dataclasses.field(default_factory=dict)
+def _resnet(stages: str) -> ModelSpec:
+    return ModelSpec(functools.partial(ResNet, STAGE_SIZES[stages]), (224, 224), {"num_classes": 1000},
+                     outputs=("logits",), num_classes_key="num_classes", cam_layer="feature_map")
 
 
 REGISTRY: dict[str, ModelSpec] = {
-    "resnet18": ModelSpec(functools.partial(ResNet, STAGE_SIZES["resnet18"]), (224, 224),
-                          {"num_classes": 1000}),
-    "resnet34": ModelSpec(functools.partial(ResNet, STAGE_SIZES["resnet34"]), (224, 224),
-                          {"num_classes": 1000}),
-    "dan": ModelSpec(DAN, (224, 224), {"num_class": 7, "num_head": 4},
+    "resnet18": _resnet("resnet18"),
+    "resnet34": _resnet("resnet34"),
+    "dan": ModelSpec(DAN, (224, 224), {"num_class": 7, "num_head": 4}, outputs=("out", "feat", "heads"),
+                     num_classes_key="num_class", cam_layer="features.feature_map",
                      init_from={"resnet18": InitRule(dan.BACKBONE_RENAMES, drop=("fc",),
                                                      init=("cat_head*", "fc", "bn"))}),
 }
+
+
+def spec(name: str) -> ModelSpec:
+    """The contract of the network registered as `name`.
+
+    Raises:
+      KeyError: `name` is not registered (the message lists the known names).
+    """
+    if name not in REGISTRY:
+        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]
 
 
 def create(name: str, **kwargs: Any) -> nn.Module:
@@ -63,10 +45,9 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     Raises:
       KeyError: `name` is not registered (the message lists the known names).
     """
-    if name not in REGISTRY:
-        raise KeyError(f"unknown architecture {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    spec = REGISTRY[name]
-    return spec.build(**{**spec.defaults, **kwargs})
+    s = spec(name)
+    return s.build(**{**s.defaults, **kwargs})
 
 
-__all__ = ["DAN", "REGISTRY", "InitRule", "ModelSpec", "ResNet", "create"]
+__all__ = ["DAN", "REGISTRY", "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example",
+           "output", "spec", "sum_of"]

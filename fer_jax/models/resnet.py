@@ -10,7 +10,8 @@ index in `nn.Sequential(*list(resnet.children())[:-2])`, which is how DAN stores
 conv1, `features.1` = bn1, `features.4..7` = layer1..4).
 
 Block outputs are tapped by torch module path with `apply(..., capture_intermediates=True)`
-(`intermediates/layer2/__call__`): a `sow` under the same name would collide with the submodule.
+(`intermediates/layer2/__call__`): a `sow` under the same name would collide with the submodule. The layer4
+map is sown as `feature_map` for class-activation maps.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class ResNet(nn.Module):
         for k, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.stage_sizes), start=1):
             x = ResLayer(planes, blocks, 1 if k == 1 else 2, self.axis_name, self.dtype,
                          name=name(f"layer{k}"))(x, train=train)
+        # The map class-activation maps use (ModelSpec.cam_layer): layer4's output, before pooling.
+        self.sow("intermediates", "feature_map", x)
         if self.num_classes is None:
             return x
         pooled = jnp.mean(x, axis=(1, 2))

@@ -23,7 +23,11 @@ def base() -> ml_collections.ConfigDict:
         "root": "",
         "train_split": "train",
         "eval_split": "test",
-        "options": ml_collections.ConfigDict(),  # dataset options, e.g. num_class, layout
+        "options": ml_collections.ConfigDict(),  # dataset options of both splits, e.g. num_class, layout
+        # options of one side only, over `options` (e.g. video frames: groups to train on, every frame to
+        # evaluate; Emotion-FAN)
+        "train_options": ml_collections.ConfigDict(),
+        "eval_options": ml_collections.ConfigDict(),
         "class_order": "",  # optional class renumbering (see ImageSource.reorder_classes)
         "image_size": 224,
         "train_pp": "",

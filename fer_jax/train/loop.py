@@ -17,10 +17,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fer_jax import data, models, pretrained
+from fer_jax import data, models, pretrained, tasks
 from fer_jax.errors import CheckpointError, ConfigError, UserError
+from fer_jax.evaluate import driver
 from fer_jax.evaluate import metrics as metrics_lib
-from fer_jax.train import checkpoints, optim, parallel, reporting, state as state_lib, steps, tasks
+from fer_jax.train import checkpoints, optim, parallel, reporting, state as state_lib, steps
 from fer_jax.train.config import validate
 
 
@@ -40,24 +41,23 @@ def setup_distributed(cfg: ml_collections.ConfigDict) -> None:
 
 
 def build_sources(cfg: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    kw = {"class_order": cfg.class_order or None, **cfg.options.to_dict()}
-    train = data.create_source(cfg.name, cfg.root, cfg.train_split, **kw)
-    held_out = data.create_source(cfg.name, cfg.root, cfg.eval_split, **kw)
-    return train, held_out
+    return driver.recipe_source(cfg, cfg.train_split, "train"), driver.recipe_source(cfg, cfg.eval_split, "eval")
 
 
 def build_module(config: ml_collections.ConfigDict, axis_name: str | None, num_classes: int):
+    """The network of the recipe, checked against its declared hyperparameters and the data's classes."""
     hparams = {k: v for k, v in config.model.items() if k != "name"}
-    known = models.REGISTRY[config.model.name].defaults
-    unknown = sorted(set(hparams) - set(known))
+    spec = models.spec(config.model.name)
+    unknown = sorted(set(hparams) - set(spec.defaults))
     if unknown:
         raise ConfigError(f"model.{unknown[0]} is not a hyperparameter of {config.model.name} "
-                          f"(it has: {', '.join(known)})")
-    for key in ("num_class", "num_classes"):
-        if key in hparams and hparams[key] != num_classes:
-            raise ConfigError(f"model.{key}={hparams[key]} but the {config.data.name} {config.data.train_split} "
-                              f"split has {num_classes} classes")
-    return models.create(config.model.name, **hparams, axis_name=axis_name, dtype=compute_dtype(config)), hparams
+                          f"(it has: {', '.join(spec.defaults)})")
+    declared = spec.num_classes(hparams)
+    if declared is not None and declared != num_classes:
+        raise ConfigError(f"model.{spec.num_classes_key}={declared} but the {config.data.name} "
+                          f"{config.data.train_split} split has {num_classes} classes")
+    module = models.create(config.model.name, **hparams, axis_name=axis_name, dtype=compute_dtype(config))
+    return module, spec, hparams
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
@@ -65,9 +65,10 @@ def compute_dtype(config: ml_collections.ConfigDict) -> Any:
     return jnp.bfloat16 if config.compute_dtype == "bfloat16" else None
 
 
-def initial_state(config, workdir, module, task, tx, image_shape, log) -> tuple[Any, dict[str, Any]]:
+def initial_state(config, workdir, module, spec, task, tx, log) -> tuple[Any, dict[str, Any]]:
     """The host state to start from and its record, following the resume order (module docstring)."""
-    abstract = jax.eval_shape(lambda: state_lib.create(module, task, tx, image_shape, config.seed))
+    size = config.data.image_size
+    abstract = jax.eval_shape(lambda: state_lib.create(module, spec, task, tx, size, config.seed))
     for directory, label in ((workdir, "resuming"), (config.resume_from, "resuming from resume_from")):
         if not directory:
             continue
@@ -84,7 +85,7 @@ def initial_state(config, workdir, module, task, tx, image_shape, log) -> tuple[
         ckpts.close()
         if read_only:
             raise CheckpointError(f"resume_from={directory!r} holds no finished checkpoint")
-    host = jax.device_get(state_lib.create(module, task, tx, image_shape, config.seed))
+    host = jax.device_get(state_lib.create(module, spec, task, tx, size, config.seed))
     if config.init_from:
         variables, report = pretrained.init_from(config.init_from, config.model.name,
                                                  state_lib.model_variables(host), drop=tuple(config.init_drop))
@@ -93,15 +94,6 @@ def initial_state(config, workdir, module, task, tx, image_shape, log) -> tuple[
                             opt_state=jax.device_get(tx.init(params)))
         log(f"init_from {config.init_from}: {report.summary()}")
     return host, {"epoch": 0, "best": None}
-
-
-def evaluate(dp: parallel.DataParallel, variables: Any, iterator: Any, names) -> dict:
-    """One pass over a held-out split; every metric from the summed counts."""
-    totals = None
-    for batch in iterator:
-        sums = dp.evaluate(variables, dp.put_batch(batch))
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    return metrics_lib.from_sums(jax.device_get(totals), names)
 
 
 def _window_sums(window: list[dict]) -> dict[str, float]:
@@ -136,36 +128,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_src)} training examples")
     total = config.num_epochs * spe if config.num_train_steps < 0 else config.num_train_steps
     axis_name = parallel.AXIS if config.parallel == "pmap" else None
-    module, hparams = build_module(config, axis_name, train_src.num_classes)
+    module, spec, hparams = build_module(config, axis_name, train_src.num_classes)
     task = tasks.create(config.task)
     tx, schedule = optim.build(config, spe)
     compute = compute_dtype(config)
     dp = parallel.DataParallel(
         config.parallel,
-        functools.partial(steps.train_step, module=module, task=task, tx=tx, compute_dtype=compute),
-        functools.partial(steps.eval_step, module=module, task=task, num_classes=train_src.num_classes,
-                          compute_dtype=compute),
+        functools.partial(steps.train_step, module=module, spec=spec, task=task, tx=tx, compute_dtype=compute),
+        functools.partial(driver.eval_step, module=module, spec=spec, task=task, compute_dtype=compute),
         config.batch_size)
     # Everything above can refuse the configuration or the dataset; only now is the workdir touched.
     os.makedirs(workdir, exist_ok=True)
     if primary:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    size = config.data.image_size
-    host, record = initial_state(config, workdir, module, task, tx, (size, size, 3), log)
+    host, record = initial_state(config, workdir, module, spec, task, tx, log)
     start = int(host.step)
     log(f"{config.model.name} {hparams} on {config.data.name}: {len(train_src)} train / {len(eval_src)} "
         f"{config.data.eval_split} images, {spe} steps/epoch, steps {start}..{total}, "
         f"{jax.device_count()} device(s) via {config.parallel}")
-    run = _Run(config, workdir, dp, schedule, spe, total, train_src, eval_src, primary, log)
+    run = _Run(config, workdir, (module, spec, task), dp, schedule, spe, total, train_src, eval_src, primary, log)
     return run.loop(dp.put_state(host), start, record)
 
 
 class _Run:
     """The mutable parts of one training run (iterators, writers, checkpoints)."""
 
-    def __init__(self, config, workdir, dp, schedule, spe, total, train_src, eval_src, primary, log):
+    def __init__(self, config, workdir, model, dp, schedule, spe, total, train_src, eval_src, primary, log):
         self.config, self.workdir, self.dp, self.schedule = config, workdir, dp, schedule
+        self.model, self.spec, self.task = model  # (module, its ModelSpec, the task)
         self.spe, self.total, self.train_src, self.eval_src = spe, total, train_src, eval_src
         self.primary, self.log = primary, log
         self.ckpts = checkpoints.Checkpoints(workdir, config.keep_checkpoints)
@@ -238,7 +229,7 @@ class _Run:
         eval_it = data.eval_iterator(self.eval_src, cfg.data.eval_pp, global_batch=self.eval_batch(),
                                      **self.data_kwargs())
         try:
-            m = evaluate(self.dp, state_lib.model_variables(state), eval_it, self.train_src.class_names)
+            m = self.evaluate(state, eval_it)
         finally:
             eval_it.close()
         if cfg.best_metric not in m:
@@ -251,6 +242,15 @@ class _Run:
             best = {**{k: v for k, v in m.items() if isinstance(v, float)}, "step": done, "epoch": epoch}
             self.save_best(state, best)
         return {"final": m, "best": best}
+
+    def evaluate(self, state: Any, iterator: Any) -> dict:
+        """One pass of the evaluation driver over the held-out split."""
+        variables = state_lib.model_variables(state)
+        # Host copies only where the task aggregates on the host with the network (video networks).
+        host = self.dp.get_state(variables) if self.spec.video is not None else None
+        ctx = driver.context(self.model, self.spec, host, self.eval_src)
+        return driver.run(lambda b: self.dp.evaluate(variables, b), (self.dp.put_batch(b) for b in iterator),
+                          self.task, ctx)
 
     def eval_batch(self) -> int:
         return self.config.eval_batch_size if self.config.eval_batch_size > 0 else self.config.batch_size

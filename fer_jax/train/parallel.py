@@ -32,12 +32,14 @@ class DataParallel:
 
     Args:
       mode: "jit" or "pmap".
-      train_step: pure `(state, batch) -> (state, metrics)`, taking `axis_name` as a keyword.
-      eval_step: pure `(state, batch) -> sums`, taking `axis_name` as a keyword.
+      train_step: pure `(state, batch) -> (state, metrics)`, taking `axis_name` as a keyword (None: evaluation
+        only).
+      eval_step: pure `(variables, batch) -> {"sums", "examples"}` (`fer_jax.evaluate.driver.eval_step`),
+        taking `axis_name` as a keyword.
       global_batch: examples per step over all processes.
     """
 
-    def __init__(self, mode: str, train_step: Callable, eval_step: Callable, global_batch: int):
+    def __init__(self, mode: str, train_step: Callable | None, eval_step: Callable, global_batch: int):
         if mode not in ("jit", "pmap"):
             raise ConfigError(f"parallel must be 'jit' or 'pmap', not {mode!r}")
         self.mode = mode
@@ -47,12 +49,15 @@ class DataParallel:
         if mode == "jit":
             mesh = Mesh(np.array(jax.devices()), ("data",))
             self._repl, self._data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-            self._train = jax.jit(functools.partial(train_step, axis_name=None),
-                                  out_shardings=(self._repl, self._repl), donate_argnums=0)
+            if train_step is not None:
+                self._train = jax.jit(functools.partial(train_step, axis_name=None),
+                                      out_shardings=(self._repl, self._repl), donate_argnums=0)
+            # Replicated outputs: per-example evaluation values come back whole on every process.
             self._eval = jax.jit(functools.partial(eval_step, axis_name=None), out_shardings=self._repl)
         else:
-            self._train = jax.pmap(functools.partial(train_step, axis_name=AXIS), axis_name=AXIS,
-                                   donate_argnums=0)
+            if train_step is not None:
+                self._train = jax.pmap(functools.partial(train_step, axis_name=AXIS), axis_name=AXIS,
+                                       donate_argnums=0)
             self._eval = jax.pmap(functools.partial(eval_step, axis_name=AXIS), axis_name=AXIS)
 
     @property

@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import optax
 from flax import linen as nn
 
+from fer_jax.models.contract import ModelSpec
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -31,11 +33,13 @@ class TrainState:
     rng: jax.Array
 
 
-def create(module: nn.Module, task: Any, tx: optax.GradientTransformation, image_shape: tuple[int, int, int],
+def create(module: nn.Module, spec: ModelSpec, task: Any, tx: optax.GradientTransformation, image_size: int,
            seed: int) -> TrainState:
-    """A freshly initialised state (upstream's initialisers for the model, the task's for `aux`)."""
+    """A freshly initialised state (upstream's initialisers for the model, the task's for `aux`), every
+    variable created through the network's declared init (`ModelSpec.init`)."""
     init_rng, aux_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
-    variables = module.init(init_rng, jnp.zeros((1, *image_shape), jnp.float32), train=False)
+    example = spec.example_inputs(1, image_size)
+    variables = spec.init(module, init_rng, {k: jnp.zeros(v.shape, v.dtype) for k, v in example.items()})
     params = {"model": variables["params"], "aux": task.init_aux(aux_rng)}
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params), rng=step_rng)

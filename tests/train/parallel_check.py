@@ -30,8 +30,9 @@ if len(sys.argv) == 4:
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from fer_jax import models  # noqa: E402
-from fer_jax.train import optim, parallel, state as state_lib, steps, tasks  # noqa: E402
+from fer_jax import models, tasks  # noqa: E402
+from fer_jax.evaluate import driver  # noqa: E402
+from fer_jax.train import optim, parallel, state as state_lib, steps  # noqa: E402
 
 SIZE, BATCH = 96, 8  # 96 px: layer4 is 3x3 (XLA CPU convolutions are pathologically slow on 2x2)
 
@@ -54,7 +55,8 @@ def run(mode: str | None, tx, host_state, batches):
     axis = parallel.AXIS if mode == "pmap" else None
     module = models.create("dan", num_class=7, num_head=4, axis_name=axis)
     task = tasks.Dan(num_centers=8)
-    train = functools.partial(steps.train_step, module=module, task=task, tx=tx)
+    spec = models.spec("dan")
+    train = functools.partial(steps.train_step, module=module, spec=spec, task=task, tx=tx)
     if mode is None:  # the reference: one device, global batch, no parallel machinery
         step = jax.jit(train)
         state = jax.device_put(host_state, jax.local_devices()[0])
@@ -63,8 +65,8 @@ def run(mode: str | None, tx, host_state, batches):
             state, m = step(state, b)
             losses.append(float(m["loss"]))
         return jax.device_get(state), losses
-    dp = parallel.DataParallel(mode, train, functools.partial(steps.eval_step, module=module, task=task,
-                                                                   num_classes=7), BATCH)
+    dp = parallel.DataParallel(mode, train, functools.partial(driver.eval_step, module=module, spec=spec,
+                                                                   task=task), BATCH)
     state, losses = dp.put_state(host_state), []
     rows = BATCH // jax.process_count()
     for b in batches:  # this process's rows of the global batch
@@ -81,7 +83,7 @@ def main():
     module = models.create("dan", num_class=7, num_head=4)
     results = {"devices": jax.device_count()}
     for name, tx, n in (("grad", optax.sgd(1.0), 1), ("recipe", optim.torch_sgd(0.1, 0.9, 1e-4), 2)):
-        host = float64(jax.device_get(state_lib.create(module, tasks.Dan(8), tx, (SIZE, SIZE, 3), seed=1)))
+        host = float64(jax.device_get(state_lib.create(module, models.spec("dan"), tasks.Dan(8), tx, SIZE, seed=1)))
         ref, ref_loss = run(None, tx, host, batches[:n])
         for mode in ("pmap", "jit"):
             out, loss = run(mode, tx, host, batches[:n])

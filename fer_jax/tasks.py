@@ -1,0 +1,235 @@
+"""What a network is trained for: its loss, its extra trainable parameters, and its evaluation.
+
+A task sees the model's named outputs (`ModelSpec.outputs`), the declared prediction (`ModelSpec.predict`)
+*and the whole batch* (a loss may need a clean target image, an evaluation the video of each frame). It
+returns the objective to differentiate and the terms to log (they may differ), and owns its evaluation:
+
+- `eval_batch(forward, batch)` runs inside the compiled evaluation step and returns `{"sums": ...}`,
+  summed over the real examples of the batch (and over devices), and/or `{"examples": ...}`, per-example
+  arrays gathered from every device (padding included, with the batch's `mask`);
+- `metrics(sums, examples, context)` turns the totals of a whole pass into metrics on the host.
+
+The training step and the evaluation driver (`fer_jax.evaluate.driver`) stay network- and task-agnostic.
+This module does not import the training code, so evaluation does not either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import linen as nn
+
+from fer_jax import losses
+from fer_jax.errors import ConfigError, DatasetError
+from fer_jax.evaluate import metrics as metrics_lib
+from fer_jax.models.contract import ModelSpec
+
+Array = jax.Array
+
+
+def at_least_float32(x: Array) -> Array:
+    """Losses run in float32 when the model computes in bfloat16 (and stay float64 under x64)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class Forward:
+    """The model in eval mode as a task's `eval_batch` sees it (inside the compiled step)."""
+
+    module: nn.Module
+    spec: ModelSpec
+    variables: Any
+    compute_dtype: Any = None
+
+    def __call__(self, batch: Mapping[str, Array]) -> tuple[dict[str, Array], Array]:
+        """(named outputs, prediction in at least float32) of `__call__` on the batch's inputs."""
+        raw = self.module.apply(self.variables, *self.spec.batch_inputs(batch, self.compute_dtype), train=False)
+        outputs = self.spec.named(raw)
+        return outputs, at_least_float32(self.spec.predict(outputs))
+
+    def method(self, name: str, *args: Any) -> Any:
+        """Another declared method of the network in eval mode (e.g. Emotion-FAN's frame_features)."""
+        if self.compute_dtype is not None:
+            args = tuple(a.astype(self.compute_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a for a in args)
+        return self.module.apply(self.variables, *args, train=False, method=name)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+    """What a task's `metrics` may need besides the totals.
+
+    Attributes:
+      class_names: names of the classes (or attributes), in label order.
+      num_videos: videos in the split (video datasets).
+      aggregate: per-frame values, video ids, number of videos -> per-video logits (the network's declared
+        video method, compiled; video datasets with a video network).
+    """
+
+    class_names: Sequence[str]
+    num_videos: int | None = None
+    aggregate: Callable[..., np.ndarray] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification:
+    """Single-label classification with cross-entropy on the declared prediction."""
+
+    kind = "multiclass"
+
+    def init_aux(self, rng: Array) -> dict:
+        """The task's own trainable parameters (none here)."""
+        return {}
+
+    def loss(self, outputs: Mapping[str, Array], logits: Array, batch: Mapping[str, Array], aux: dict,
+             axis_name: str | None = None) -> tuple[Array, dict[str, Array]]:
+        """(objective to differentiate, terms to log; "loss" is the logged total)."""
+        ce = losses.cross_entropy(at_least_float32(logits), batch["label"])
+        return ce, {"loss": ce, "ce": ce}
+
+    def train_counts(self, logits: Array, batch: Mapping[str, Array]) -> tuple[Array, Array]:
+        """(right decisions, decisions) in a training batch: one decision per example."""
+        labels = batch["label"]
+        return jnp.sum(jnp.argmax(logits, -1) == labels), jnp.asarray(labels.shape[0])
+
+    def eval_batch(self, forward: Forward, batch: Mapping[str, Array]) -> dict:
+        """Sums over the real examples: confusion matrix [true, predicted], CE sum, count."""
+        _, logits = forward(batch)
+        labels, mask = batch["label"], batch["mask"]
+        m = mask.astype(jnp.int32)
+        k = logits.shape[-1]
+        confusion = jnp.zeros((k, k), jnp.int32).at[labels, jnp.argmax(logits, -1)].add(m)
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return {"sums": {"confusion": confusion, "loss_sum": jnp.sum(jnp.where(mask, ce, 0.0)),
+                         "count": jnp.sum(m)}}
+
+    def metrics(self, sums: dict, examples: dict, context: EvalContext) -> dict[str, Any]:
+        """Accuracy, balanced accuracy, per-class recall, confusion matrix and mean loss."""
+        return metrics_lib.from_sums(sums, context.class_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiLabel(Classification):
+    """Independent binary attributes (CelebA's 40): BCE with logits, mean over batch and attributes
+    (torch.nn.BCEWithLogitsLoss defaults); an attribute is predicted present when its logit is > 0."""
+
+    kind = "multilabel"
+
+    def loss(self, outputs, logits, batch, aux, axis_name=None):
+        logits = at_least_float32(logits)
+        bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype)))
+        return bce, {"loss": bce, "bce": bce}
+
+    def train_counts(self, logits, batch):
+        """(right attribute decisions, decisions) in a batch."""
+        labels = batch["label"]
+        return jnp.sum((logits > 0) == (labels > 0)), jnp.asarray(labels.size)
+
+    def eval_batch(self, forward, batch):
+        """Sums over the real examples: per-attribute right decisions, BCE sum, count."""
+        _, logits = forward(batch)
+        labels, mask = batch["label"], batch["mask"]
+        hits = jnp.sum(((logits > 0) == (labels > 0)) & mask[:, None], axis=0).astype(jnp.int32)
+        bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, labels.astype(logits.dtype)), axis=-1)
+        return {"sums": {"hits": hits, "loss_sum": jnp.sum(jnp.where(mask, bce, 0.0)),
+                         "count": jnp.sum(mask.astype(jnp.int32))}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Dan(Classification):
+    """DAN: CE + affinity loss (trainable centers [num_centers, feat_dim]) + partition loss, weights 1.
+
+    `num_centers` is 8 in yaoing/DAN:rafdb.py for the 7 RAF-DB classes (the constructor default; the 8th
+    center is never matched but enters the variance), and `--num_class` in affectnet.py.
+    """
+
+    num_centers: int = 8
+    feat_dim: int = 512
+
+    def init_aux(self, rng):
+        return {"centers": jax.random.normal(rng, (self.num_centers, self.feat_dim), jnp.float32)}
+
+    def loss(self, outputs, logits, batch, aux, axis_name=None):
+        out, feat, heads = (at_least_float32(outputs[k]) for k in ("out", "feat", "heads"))
+        total, terms = losses.dan_loss((out, feat, heads), batch["label"], aux["centers"], axis_name)
+        return total, {"loss": total, **terms}
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoClassification(Classification):
+    """Videos classified from their frames (Emotion-FAN and its baselines, shared/reference/emotion_fan.md).
+
+    Training is cross-entropy on whatever the network predicts for a training example (a group of frames
+    for Emotion-FAN, a single frame for the baselines). Evaluation runs over every frame of every video
+    and decides per video:
+
+    - a network that declares `ModelSpec.video` gives per-frame values (Emotion-FAN: features and
+      self-attention weights) and aggregates them per video with its own method;
+    - any other network classifies each frame, and a video's score is the **sum** of its frames' softmax
+      probabilities (upstream's baseline scripts).
+
+    A video's label is the mean of its frames' labels cast to an integer, as upstream computes it.
+    """
+
+    def eval_batch(self, forward, batch):
+        """Per-frame values with the frame's video, label and mask (gathered, aggregated in `metrics`)."""
+        common = {"video": batch["video"], "label": batch["label"], "mask": batch["mask"]}
+        if forward.spec.video is not None:
+            values = forward.method(forward.spec.video.frame, batch["image"])
+            values = values if isinstance(values, tuple) else (values,)
+            return {"examples": {**common, "values": tuple(at_least_float32(v) for v in values)}}
+        _, logits = forward(batch)
+        return {"examples": {**common, "values": (jax.nn.softmax(logits, axis=-1),)}}
+
+    def metrics(self, sums, examples, context):
+        keep = np.asarray(examples["mask"], bool)
+        video = np.asarray(examples["video"])[keep]
+        labels = np.asarray(examples["label"])[keep]
+        values = tuple(np.asarray(v)[keep] for v in examples["values"])
+        num_videos = context.num_videos
+        frames = np.bincount(video, minlength=num_videos)
+        if (frames == 0).any():
+            empty = np.flatnonzero(frames == 0)
+            raise DatasetError(f"{len(empty)} of {num_videos} videos have no readable frame (first: video index "
+                               f"{empty[0]}); a video-level score needs at least one frame per video")
+        video_labels = (np.bincount(video, weights=labels, minlength=num_videos) / frames).astype(np.int64)
+        if context.aggregate is not None:
+            logits = np.asarray(context.aggregate(*values, video, num_videos), np.float64)
+            loss = optax.softmax_cross_entropy_with_integer_labels(logits, video_labels)
+        else:  # baseline: sum of per-frame probabilities; the loss is the NLL of their per-video mean
+            logits = np.stack([np.bincount(video, weights=values[0][:, c], minlength=num_videos)
+                               for c in range(values[0].shape[-1])], axis=-1)
+            loss = -np.log(np.maximum(logits[np.arange(num_videos), video_labels] / frames, 1e-300))
+        k = len(context.class_names)
+        confusion = np.zeros((k, k), np.int64)
+        np.add.at(confusion, (video_labels, np.argmax(logits, -1)), 1)
+        result = metrics_lib.from_sums({"confusion": confusion, "loss_sum": float(np.sum(loss)),
+                                        "count": num_videos}, context.class_names)
+        result["frames"] = int(keep.sum())
+        return result
+
+
+TASKS = {"classification": Classification, "multilabel": MultiLabel, "dan": Dan, "video": VideoClassification}
+
+
+def create(cfg: ml_collections.ConfigDict) -> Classification:
+    """The task named by `config.task.name` with its options.
+
+    Raises:
+      ConfigError: unknown task or option.
+    """
+    options = {k: v for k, v in cfg.items() if k != "name"}
+    if cfg.name not in TASKS:
+        raise ConfigError(f"unknown task.name {cfg.name!r}; use one of {', '.join(TASKS)}")
+    fields = {f.name for f in dataclasses.fields(TASKS[cfg.name])}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ConfigError(f"task.{unknown[0]} is not an option of task {cfg.name!r} (it has: "
+                          f"{', '.join(sorted(fields)) or 'none'})")
+    return TASKS[cfg.name](**options)
