@@ -5,6 +5,7 @@ with torch.nn only. They exist to prove parity and to verify conversions; they a
 """
 
 from porting.reference.dan import DAN, AffinityLoss, PartitionLoss
+from porting.reference.emotion_fan import ResNetAT
 from porting.reference.resnet import ResNet, resnet18, resnet34
 
-__all__ = ["DAN", "AffinityLoss", "PartitionLoss", "ResNet", "resnet18", "resnet34"]
+__all__ = ["DAN", "AffinityLoss", "PartitionLoss", "ResNet", "ResNetAT", "resnet18", "resnet34"]
