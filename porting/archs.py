@@ -48,6 +48,8 @@ class ArchSpec:
       from_filename: file name -> (hyperparameters upstream encodes in its file names, a note saying where
         they came from); only for hyperparameters the keys cannot show.
       torch_inputs: the Flax example inputs ({batch entry: NHWC array}) -> the reference's positional inputs.
+      prefix: the key prefix of the files upstream's training writes (DataParallel's "module."), used when
+        exporting a model trained here.
     """
 
     name: str
@@ -57,6 +59,7 @@ class ArchSpec:
     container_extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     from_filename: Callable[[str], tuple[dict[str, Any], str]] | None = None
     torch_inputs: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]] = lambda ex: (nchw(ex["image"]),)
+    prefix: str = ""
 
 
 FP64_TOLERANCE = 1e-10  # float64 on both sides: a correct port agrees to ~1e-12; anything larger is semantic
@@ -76,9 +79,27 @@ def _dan_infer(shapes: Shapes) -> dict[str, Any]:
     return hp
 
 
+def _fan_infer(shapes: Shapes) -> dict[str, Any]:
+    return {"num_class": shapes["pred_fc1.weight"][0]} if "pred_fc1.weight" in shapes else {}
+
+
+def _frames_last(example: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """Emotion-FAN's training input: NHWC frames [B, T, H, W, C] -> upstream's [B, C, H, W, T]."""
+    return (np.ascontiguousarray(np.transpose(example["frames"], (0, 4, 2, 3, 1))),)
+
+
 ARCHS: dict[str, ArchSpec] = {
     "dan": ArchSpec(name="dan", infer=_dan_infer, reference=reference.DAN, weights_key="model_state_dict",
                     container_extras={"iter": 0}),
+    # Both attention types save the same keys; upstream names its files after the type
+    # (`./model/<at_type>_<epoch>_<acc>`), so that is where it is read from.
+    "emotion_fan": ArchSpec(
+        name="emotion_fan", infer=_fan_infer, reference=reference.ResNetAT, weights_key="state_dict",
+        container_extras={"epoch": 0, "accuracy": 0.0}, prefix="module.", torch_inputs=_frames_last,
+        from_filename=lambda name: stem_hparam(
+            r"^(self-attention|self_relation-attention)_", (("self-attention", "self"),
+                                                             ("self_relation-attention", "relation")),
+            "at_type", "relation", "upstream's scripts default to --at_type 1, relation attention")(name)),
     "resnet18": ArchSpec(name="resnet18", infer=_resnet_infer, reference=reference.resnet18,
                          weights_key="state_dict"),
     "resnet34": ArchSpec(name="resnet34", infer=_resnet_infer, reference=reference.resnet34,
@@ -146,7 +167,9 @@ def _candidate(spec: ArchSpec, shapes: Shapes, filename: str, overrides: Mapping
         hparams.update({k: v for k, v in named.items() if k not in overrides})
         if not all(k in overrides for k in named):
             notes.append(note)
-    hparams.update({k: v for k, v in overrides.items() if k in defaults})
+    given = {k: v for k, v in overrides.items() if k in defaults}
+    hparams.update(given)
+    notes += [f"{k}={v!r} from --hparam" for k, v in given.items() if spec.from_filename is not None]
     try:
         diff = key_diff(shapes, expected_shapes(spec, {**defaults, **hparams}))
     except (TypeError, ValueError, RuntimeError) as e:  # hyperparameters the reference cannot take

@@ -55,7 +55,7 @@ def build_container(meta: dict[str, Any], state_dict: dict[str, torch.Tensor]) -
     spec = archs.ARCHS[meta["arch"]]
     source = meta.get("container")
     key = source["weights_key"] if source else spec.weights_key
-    prefix = source["prefix"] if source else ""
+    prefix = source["prefix"] if source else spec.prefix
     weights = {prefix + k: v for k, v in state_dict.items()}
     if key is None:
         return weights

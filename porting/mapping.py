@@ -87,7 +87,8 @@ def module_kinds(model: nn.Module, *inputs: Any, **kwargs: Any) -> tuple[dict[Mo
     Args:
       model: the Flax module.
       *inputs: example inputs (arrays or ShapeDtypeStructs) for `model.init`.
-      **kwargs: keyword arguments of `__call__` (e.g. `train=False`).
+      **kwargs: keyword arguments of `model.init` (`train=False`, and `method=` for a network whose declared
+        init method is not `__call__`: `ModelSpec.init_kwargs()`).
 
     Returns:
       ({module path: kind}, abstract variables).

@@ -20,9 +20,15 @@ CASES = [
     Case("resnet18", {"num_classes": 1000}),
     Case("resnet18", {"num_classes": None}, label="resnet18_backbone"),
     Case("resnet34", {"num_classes": 7}),
+    # The training forward over frame groups; in train mode it draws dropout (test_parity_emotion_fan.py).
+    Case("emotion_fan", {"num_class": 7, "at_type": "relation"}, batch=2, train_forward=False,
+         label="emotion_fan_relation"),
+    Case("emotion_fan", {"num_class": 7, "at_type": "self"}, batch=2, train_forward=False,
+         label="emotion_fan_self"),
 ]
 FULL_SIZE = [Case("dan", {"num_class": 7, "num_head": 4}, size=224, batch=4),
-             Case("resnet18", {"num_classes": 1000}, size=224, batch=4)]
+             Case("resnet18", {"num_classes": 1000}, size=224, batch=4),
+             Case("emotion_fan", {"num_class": 7, "at_type": "relation"}, size=224, batch=2, train_forward=False)]
 
 
 def _modes(cases):

@@ -31,6 +31,8 @@ def read_listing(name: str) -> list[tuple[str, list[int], str]]:
     ("keys_dan_c8.txt", lambda: reference.DAN(num_class=8, num_head=4)),
     ("keys_resnet18_torchvision.txt", lambda: reference.resnet18(1000)),
     ("keys_resnet34_torchvision.txt", lambda: reference.resnet34(1000)),
+    ("keys_emotion_fan.txt", lambda: reference.ResNetAT(num_class=7, at_type="relation")),
+    ("keys_emotion_fan_baseline_resnet18.txt", lambda: reference.resnet18(7)),
 ])
 def test_state_dict_equals_upstream_listing(listing, build):
     expected = read_listing(listing)

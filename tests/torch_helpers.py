@@ -24,7 +24,8 @@ def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: in
     bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         for p in model.parameters():  # re-draw from the default init scale, seeded
-            p.copy_(torch.randn(p.shape, generator=g) * p.std().clamp(min=1e-3) + 0.01 * torch.randn(p.shape, generator=g))
+            scale = (p.std() if p.numel() > 1 else p.abs().sum()).clamp(min=1e-3)  # a 1-element bias has no std
+            p.copy_(torch.randn(p.shape, generator=g) * scale + 0.01 * torch.randn(p.shape, generator=g))
         for bn in bns:
             bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
             bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))

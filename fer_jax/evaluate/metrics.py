@@ -69,7 +69,9 @@ def from_sums(totals: dict, names: Sequence[str]) -> dict[str, Any]:
 def summary_line(result: dict[str, Any]) -> str:
     """The headline numbers of `from_sums`' result."""
     if "confusion" in result:
+        counted = (f"{result['count']} videos, {result['frames']} frames" if "frames" in result
+                   else f"{result['count']} images")
         return (f"accuracy {result['accuracy']:.4f}, balanced accuracy {result['balanced_accuracy']:.4f}, "
-                f"loss {result['loss']:.4f} ({result['count']} images)")
+                f"loss {result['loss']:.4f} ({counted})")
     return f"mean attribute accuracy {result['mean_attribute_accuracy']:.4f}, loss {result['loss']:.4f} " \
            f"({result['count']} images)"

@@ -7,9 +7,10 @@ from typing import Any
 
 from flax import linen as nn
 
-from fer_jax.models import dan
+from fer_jax.models import dan, emotion_fan
 from fer_jax.models.contract import InitRule, ModelSpec, VideoMethods, frames_example, output, sum_of
 from fer_jax.models.dan import DAN
+from fer_jax.models.emotion_fan import EmotionFAN
 from fer_jax.models.resnet import STAGE_SIZES, ResNet
 
 
@@ -25,6 +26,15 @@ REGISTRY: dict[str, ModelSpec] = {
                      num_classes_key="num_class", cam_layer="features.feature_map",
                      init_from={"resnet18": InitRule(dan.BACKBONE_RENAMES, drop=("fc",),
                                                      init=("cat_head*", "fc", "bn"))}),
+    # Trained on groups of 3 frames (`__call__`), evaluated per video (`video`); both heads always exist.
+    "emotion_fan": ModelSpec(
+        EmotionFAN, (224, 224), {"num_class": 7, "at_type": "relation"}, outputs=("logits",),
+        inputs=("frames",), example=frames_example(3), init_method="initialize", rng_streams=("dropout",),
+        num_classes_key="num_class", cam_layer="feature_map",
+        video=VideoMethods(frame="frame_features", aggregate="video_logits"),
+        frozen=lambda hp: emotion_fan.UNUSED_HEADS[hp.get("at_type", "relation")],
+        # The FER+ / MS-Celeb ResNet18 files: same backbone names at the root, their classifier dropped.
+        init_from={"resnet18": InitRule(drop=("fc",), init=("alpha", "beta", "pred_fc1", "pred_fc2"))}),
 }
 
 
@@ -49,5 +59,5 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return s.build(**{**s.defaults, **kwargs})
 
 
-__all__ = ["DAN", "REGISTRY", "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example",
+__all__ = ["DAN", "EmotionFAN", "REGISTRY", "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example",
            "output", "spec", "sum_of"]

@@ -15,6 +15,7 @@ A spec declares:
 - `cam_layer`: the name of the feature map it sows into `intermediates` for class-activation maps;
 - `video`: for frame-level networks with their own video aggregation (Emotion-FAN), the methods that give
   per-frame values and aggregate them per video;
+- `frozen`: parameters upstream's optimizer never touches (Emotion-FAN's idle head);
 - `init_from`: how pretrained weights of other architectures initialise it.
 """
 
@@ -87,6 +88,9 @@ class ModelSpec:
       num_classes_key: the hyperparameter that sets the number of classes (None: no classifier).
       cam_layer: the name of the feature map sown into `intermediates` for class-activation maps.
       video: per-frame and per-video methods of a video network (None: an image network).
+      frozen: hyperparameters -> module-path patterns of parameters that upstream's optimizer never changes
+        (they get no gradient in its training forward, so torch.optim skips them, weight decay included);
+        the training optimizer leaves them untouched.
       init_from: source architecture -> how its pretrained weights initialise this network.
     """
 
@@ -102,6 +106,7 @@ class ModelSpec:
     num_classes_key: str | None = None
     cam_layer: str | None = None
     video: VideoMethods | None = None
+    frozen: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda hparams: ()
     init_from: dict[str, InitRule] = dataclasses.field(default_factory=dict)
 
     def named(self, raw: Any) -> dict[str, Array]:

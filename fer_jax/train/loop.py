@@ -130,7 +130,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     axis_name = parallel.AXIS if config.parallel == "pmap" else None
     module, spec, hparams = build_module(config, axis_name, train_src.num_classes)
     task = tasks.create(config.task)
-    tx, schedule = optim.build(config, spe)
+    tx, schedule = optim.build(config, spe, frozen=spec.frozen(hparams))
     compute = compute_dtype(config)
     dp = parallel.DataParallel(
         config.parallel,
@@ -145,7 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     host, record = initial_state(config, workdir, module, spec, task, tx, log)
     start = int(host.step)
     log(f"{config.model.name} {hparams} on {config.data.name}: {len(train_src)} train / {len(eval_src)} "
-        f"{config.data.eval_split} images, {spe} steps/epoch, steps {start}..{total}, "
+        f"{config.data.eval_split} examples, {spe} steps/epoch, steps {start}..{total}, "
         f"{jax.device_count()} device(s) via {config.parallel}")
     run = _Run(config, workdir, (module, spec, task), dp, schedule, spe, total, train_src, eval_src, primary, log)
     return run.loop(dp.put_state(host), start, record)

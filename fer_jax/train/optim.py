@@ -7,12 +7,14 @@ steps). Upstream schedulers step once per *epoch*, so every schedule here is a s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
+from fer_jax import merge
 from fer_jax.errors import ConfigError
 
 
@@ -71,9 +73,35 @@ def epoch_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epo
     raise ConfigError(f"unknown schedule.name {name!r}; use constant, step, multistep, exponential or cosine")
 
 
-def build(config: ml_collections.ConfigDict, steps_per_epoch: int
+def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]) -> optax.GradientTransformation:
+    """`tx` on every parameter except the model parameters under the module paths `frozen`, which stay as
+    they are (torch.optim skips a parameter without a gradient: no update, no weight decay, no state).
+
+    Args:
+      tx: the optimizer of the trainable parameters.
+      frozen: module-path patterns (`fer_jax.merge.matches`) of {"model": ...} parameters to leave alone.
+    """
+    if not frozen:
+        return tx
+
+    def label(path, _):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        return "frozen" if keys[0] == "model" and merge.matches(".".join(keys[1:-1]), frozen) else "train"
+
+    def labels(params):
+        return jax.tree_util.tree_map_with_path(label, params)
+
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
+def build(config: ml_collections.ConfigDict, steps_per_epoch: int, frozen: Sequence[str] = ()
           ) -> tuple[optax.GradientTransformation, Callable[[jnp.ndarray], jnp.ndarray]]:
     """The optimizer of a recipe (`config.optimizer`, `config.schedule`) and its learning-rate schedule.
+
+    Args:
+      config: the recipe.
+      steps_per_epoch: optimizer steps per epoch (schedules step per epoch, as upstream's).
+      frozen: module-path patterns of model parameters upstream never updates (`ModelSpec.frozen`).
 
     Raises:
       ConfigError: unknown optimizer name.
@@ -88,4 +116,4 @@ def build(config: ml_collections.ConfigDict, steps_per_epoch: int
         tx = torch_adamw(schedule, *opt.betas, opt.eps, opt.weight_decay)
     else:
         raise ConfigError(f"unknown optimizer.name {opt.name!r}; use sgd, adam or adamw")
-    return tx, schedule
+    return freeze(tx, frozen), schedule

@@ -22,7 +22,11 @@ def load_recipe(name: str, arg: str | None = None):
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory):
-    """name -> root of a small synthetic dataset: rafdb (RAF-DB layout), affectnet (folders, 8 codes)."""
+    """name -> root of a small synthetic dataset: rafdb (RAF-DB layout), affectnet (folders, 8 codes),
+    afew and ckplus (Emotion-FAN's data/ folder: face videos and list files; counts are videos)."""
     base = tmp_path_factory.mktemp("synthetic")
-    return {layout: make_synthetic(layout, str(base / layout), num_train=48, num_test=20, seed=3, image_size=32)
-            for layout in ("rafdb", "affectnet")}
+    roots = {layout: make_synthetic(layout, str(base / layout), num_train=48, num_test=20, seed=3, image_size=32)
+             for layout in ("rafdb", "affectnet")}
+    roots.update({layout: make_synthetic(layout, str(base / layout), num_train=14, num_test=7, seed=3,
+                                         image_size=32) for layout in ("afew", "ckplus")})
+    return roots

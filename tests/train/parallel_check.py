@@ -76,6 +76,36 @@ def run(mode: str | None, tx, host_state, batches):
     return dp.get_state(state), losses
 
 
+def video_eval(mode: str | None) -> dict:
+    """Emotion-FAN's video-level evaluation (per-frame values gathered from every device, aggregated per
+    video on the host) over two padded batches of frames of 3 ragged videos."""
+    axis = parallel.AXIS if mode == "pmap" else None
+    spec = models.spec("emotion_fan")
+    module = models.create("emotion_fan", num_class=7, axis_name=axis)
+    host = models.create("emotion_fan", num_class=7)
+    rng = np.random.default_rng(5)
+    example = {k: np.zeros(v.shape) for k, v in spec.example_inputs(1, 32).items()}
+    variables = float64(jax.device_get(spec.init(host, jax.random.key(3), example)))
+    video = np.array([[0, 1, 0, 2, 1, 0, 2, 1], [2, 0, 1, 1, -1, -1, -1, -1]])
+    batches = [{"image": rng.random((BATCH, 32, 32, 3)), "label": np.where(v >= 0, v % 7, 0), "video": v,
+                "mask": v >= 0} for v in video]
+
+    class Videos:  # what the driver reads of an evaluation source
+        class_names, num_videos = [str(i) for i in range(7)], 3
+
+    task = tasks.VideoClassification()
+    ctx = driver.context(host, spec, variables, Videos)
+    step = functools.partial(driver.eval_step, module=module, spec=spec, task=task)
+    if mode is None:
+        return driver.run(functools.partial(jax.jit(step), variables), batches, task, ctx)
+    dp = parallel.DataParallel(mode, None, step, BATCH)
+    placed = dp.put_state(variables)
+    rows = BATCH // jax.process_count()
+    local = [{k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in b.items()}
+             for b in batches]
+    return driver.run(lambda b: dp.evaluate(placed, b), (dp.put_batch(b) for b in local), task, ctx)
+
+
 def main():
     rng = np.random.default_rng(0)
     batches = [{"image": rng.standard_normal((BATCH, SIZE, SIZE, 3)), "label": rng.integers(0, 7, BATCH)}
@@ -95,6 +125,11 @@ def main():
                 "scale": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(
                     jax.tree.map(lambda a, b: a - b, ref.params, host.params))),
             }
+    ref = video_eval(None)
+    for mode in ("pmap", "jit"):
+        got = video_eval(mode)
+        results[f"video_eval/{mode}"] = {"confusion_equal": got["confusion"] == ref["confusion"],
+                                         "frames": got["frames"], "loss": abs(got["loss"] - ref["loss"])}
     if jax.process_index() == 0:
         print(json.dumps(results))
 

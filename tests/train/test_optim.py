@@ -78,3 +78,26 @@ def test_unknown_names_are_config_errors():
         optim.build(make_config({"name": "sgdd"}, {"name": "constant"}), SPE)
     with pytest.raises(ConfigError, match="unknown schedule.name 'poly'"):
         optim.build(make_config({"name": "sgd"}, {"name": "poly"}), SPE)
+
+
+def test_frozen_parameters_are_skipped_like_torch_skips_gradless_ones():
+    """Emotion-FAN's idle head gets no gradient in upstream's training forward, so torch.optim.SGD leaves it
+    exactly as it is (no weight decay, no momentum); `optim.freeze` does the same, the rest unchanged."""
+    rng = np.random.default_rng(0)
+    w = {"head": rng.standard_normal(4), "idle": rng.standard_normal(3)}
+    grads = [rng.standard_normal(4) for _ in range(3)]
+    head, idle = (torch.nn.Parameter(torch.from_numpy(w[k].copy())) for k in ("head", "idle"))
+    opt = torch.optim.SGD([head, idle], lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for g in grads:
+        head.grad = torch.from_numpy(g.copy())  # idle.grad stays None, as for an unused layer
+        opt.step()
+    tx = optim.freeze(optim.torch_sgd(0.1, 0.9, 1e-4), frozen=("pred_fc1",))
+    with jax.enable_x64(True):
+        params = {"model": {"fc": {"kernel": w["head"]}, "pred_fc1": {"kernel": w["idle"]}}, "aux": {}}
+        state = tx.init(params)
+        for g in grads:
+            full = {"model": {"fc": {"kernel": g}, "pred_fc1": {"kernel": np.zeros(3)}}, "aux": {}}
+            updates, state = tx.update(full, state, params)
+            params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params["model"]["fc"]["kernel"], head.detach().numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(params["model"]["pred_fc1"]["kernel"], w["idle"])

@@ -33,6 +33,27 @@ def test_recipe_smoke(recipe, synthetic, tmp_path):
     assert module.num_class == c.model.num_class
 
 
+FAN_RECIPES = {"fan_afew_relation": "afew", "fan_afew_self": "afew", "fan_ckplus": "ckplus",
+               "fan_afew_baseline": "afew", "fan_ckplus_baseline": "ckplus"}
+
+
+@pytest.mark.parametrize("recipe", list(FAN_RECIPES))
+def test_emotion_fan_recipe_smoke(recipe, synthetic, tmp_path):
+    """Trains on frame groups (or frames, for the baselines) and evaluates every video at video level."""
+    c = load_recipe(recipe, "smoke")
+    c.data.root = synthetic[FAN_RECIPES[recipe]]
+    result = train_and_evaluate(c, str(tmp_path), log=lambda *a: None)
+    held_out = data.create_source(c.data.name, c.data.root, c.data.eval_split,
+                                  **{**c.data.options.to_dict(), "unit": "frame"})
+    final = result["final"]
+    assert final["count"] == held_out.num_videos == 7 and final["frames"] == len(held_out)
+    assert sum(map(sum, final["confusion"])) == 7 and np.isfinite(final["loss"])
+    train = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in train if l["split"] == "train"] == [2, 4]
+    meta = json.loads((tmp_path / "best" / "fer_jax.json").read_text())
+    assert meta["arch"] == c.model.name and meta["trained"]["task"] == "multiclass"
+
+
 def test_multilabel_celeba_trains_and_reports_mean_attribute_accuracy(tmp_path):
     """The CelebA path of the training system (FAER's recipes build on it): 40 binary attributes, BCE,
     mean attribute accuracy from per-attribute sums."""
