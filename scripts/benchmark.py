@@ -38,7 +38,7 @@ def jax_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:
     import jax
     import numpy as np
 
-    from fer_jax import models, tasks
+    from fer_jax import models, tasks, xla
     from fer_jax.train import optim, state as state_lib, steps as steps_lib
 
     spec = models.spec(arch)
@@ -49,8 +49,9 @@ def jax_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     b = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in spec.example_inputs(batch, size).items()}
     b["label"] = rng.integers(0, 7, batch).astype(np.int32)
-    train = jax.jit(functools.partial(steps_lib.train_step, module=module, spec=spec, task=task, tx=tx))
-    forward = jax.jit(lambda v, inputs: module.apply(v, *inputs, train=False))
+    # Compiled as training and evaluation compile them (fer_jax.xla's per-kind XLA options).
+    train = xla.jit(functools.partial(steps_lib.train_step, module=module, spec=spec, task=task, tx=tx), "train")
+    forward = xla.jit(lambda v, inputs: module.apply(v, *inputs, train=False), "eval")
     holder = {"state": state}
 
     def train_once():

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import torch_helpers
-from fer_jax import models
+from fer_jax import models, xla
 from porting import archs, mapping, verify
 
 FP64_TOL = archs.FP64_TOLERANCE
@@ -110,7 +110,9 @@ def flax_forward(case: Case, module: Any, variables: Any, ex: dict[str, np.ndarr
     dtype = jax.tree.leaves(variables)[0].dtype
     inputs = [np.asarray(x, dtype) for x in spec.batch_inputs(ex)]
     mutable = ["batch_stats"] if train else []
-    out, upd = jax.jit(lambda v, xs: module.apply(v, *xs, train=train, mutable=mutable))(variables, inputs)
+    # Compiled as training and evaluation compile it (fer_jax.xla's per-kind options): the path users run.
+    apply = xla.jit(lambda v, xs: module.apply(v, *xs, train=train, mutable=mutable), "train" if train else "eval")
+    out, upd = apply(variables, inputs)
     return [np.asarray(o) for o in spec.named(out).values()], (upd.get("batch_stats") if train else None)
 
 

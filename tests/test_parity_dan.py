@@ -11,6 +11,8 @@ rounding-dominated at random init (the BN'd logits amplify rounding, dan.md note
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import optax
@@ -18,7 +20,7 @@ import torch
 
 import parity
 import torch_helpers
-from fer_jax import losses
+from fer_jax import losses, xla
 from fer_jax.train import optim
 from porting import reference
 
@@ -63,7 +65,7 @@ def gradients(dtype):
     tloss.backward()
     ref = {"loss": tloss.item(), "params": parity.torch_param_grads(tmodel),
            "centers": aff.centers.grad.numpy().copy(), "x": parity.to_nhwc(xt.grad.numpy().copy())}
-    grad_fn = jax.jit(jax.value_and_grad(flax_loss_fn(module, kinds), argnums=(0, 1, 2), has_aux=True))
+    grad_fn = xla.jit(jax.value_and_grad(flax_loss_fn(module, kinds), argnums=(0, 1, 2), has_aux=True), "train")
     (loss, _), (g_params, g_centers, g_x) = grad_fn(variables["params"], centers,
                                                       np.ascontiguousarray(parity.to_nhwc(x)),
                                                       variables["batch_stats"], y)
@@ -119,7 +121,7 @@ def sgd_steps(dtype, steps=3, lr=0.1):
     opt_state = tx.init(trainable)
     loss_fn = flax_loss_fn(module, kinds)
 
-    @jax.jit
+    @functools.partial(xla.jit, kind="train")
     def step(trainable, opt_state, batch_stats, xb, yb):
         grad_fn = jax.grad(lambda t: loss_fn(t["model"], t["centers"], xb, batch_stats, yb), has_aux=True)
         grads, batch_stats = grad_fn(trainable)

@@ -8,12 +8,11 @@ import functools
 import os
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fer_jax import models, pretrained, tasks
+from fer_jax import models, pretrained, tasks, xla
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import transforms
 from fer_jax.errors import ConfigError, DatasetError
@@ -45,7 +44,7 @@ def predict(model_dir: str, images: list[str], *, order: str | None = None, top:
     pp = trained.get("eval_pp") or "resize({0},{1})|to_float|normalize('imagenet')".format(*spec.image_size)
     chain = transforms.parse(pp)
     batch = np.stack([chain(_open(p), np.random.default_rng(0)) for p in images]).astype(np.float32)
-    logits = np.asarray(jax.jit(functools.partial(_logits, module, spec))(variables, batch), np.float64)
+    logits = np.asarray(xla.jit(functools.partial(_logits, module, spec), "eval")(variables, batch), np.float64)
     names = class_names(meta, logits.shape[-1], order)
     if trained.get("task") == "multilabel":
         probs = 1 / (1 + np.exp(-logits))

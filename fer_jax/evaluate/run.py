@@ -8,11 +8,10 @@ import json
 import os
 from typing import Any
 
-import jax
 import ml_collections
 import numpy as np
 
-from fer_jax import data, models, pretrained, tasks
+from fer_jax import data, models, pretrained, tasks, xla
 from fer_jax.errors import ConfigError
 from fer_jax.evaluate import driver, metrics
 
@@ -44,7 +43,7 @@ def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str
                           f"{d.name} {split or d.eval_split} has {source.num_classes}; wrong model or recipe?")
     task = tasks.create(config.task)
     batch = config.eval_batch_size if config.eval_batch_size > 0 else config.batch_size
-    step = jax.jit(functools.partial(driver.eval_step, module=module, spec=spec, task=task))
+    step = xla.jit(functools.partial(driver.eval_step, module=module, spec=spec, task=task), "eval")
     ctx = driver.context(module, spec, variables, source)
     iterator = data.eval_iterator(source, d.eval_pp, global_batch=batch, read_threads=d.read_threads)
     try:

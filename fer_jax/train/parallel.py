@@ -7,7 +7,8 @@
 
 Either way N devices compute what one device computes on the same global batch (measured pitfalls and
 equalities: shared/reference/jax_platform.md section 1). Multi-host runs call `jax.distributed` first;
-each process feeds its own slice of every global batch.
+each process feeds its own slice of every global batch. Under jit, steps compile with fer-jax's per-kind XLA
+options (`fer_jax.xla`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from fer_jax import xla
 from fer_jax.errors import ConfigError
 
 AXIS = "batch"  # pmap axis name (BatchNorm axis_name)
@@ -50,11 +52,12 @@ class DataParallel:
             mesh = Mesh(np.array(jax.devices()), ("data",))
             self._repl, self._data = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
             if train_step is not None:
-                self._train = jax.jit(functools.partial(train_step, axis_name=None),
+                self._train = xla.jit(functools.partial(train_step, axis_name=None), "train",
                                       out_shardings=(self._repl, self._repl), donate_argnums=0)
             # Replicated outputs: per-example evaluation values come back whole on every process.
-            self._eval = jax.jit(functools.partial(eval_step, axis_name=None), out_shardings=self._repl)
+            self._eval = xla.jit(functools.partial(eval_step, axis_name=None), "eval", out_shardings=self._repl)
         else:
+            # pmap compiles with XLA's defaults (fer_jax.xla says why).
             if train_step is not None:
                 self._train = jax.pmap(functools.partial(train_step, axis_name=AXIS), axis_name=AXIS,
                                        donate_argnums=0)

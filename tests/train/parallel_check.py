@@ -30,7 +30,7 @@ if len(sys.argv) == 4:
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
-from fer_jax import models, tasks  # noqa: E402
+from fer_jax import models, tasks, xla  # noqa: E402
 from fer_jax.evaluate import driver  # noqa: E402
 from fer_jax.train import optim, parallel, state as state_lib, steps  # noqa: E402
 
@@ -58,7 +58,7 @@ def run(mode: str | None, tx, host_state, batches):
     spec = models.spec("dan")
     train = functools.partial(steps.train_step, module=module, spec=spec, task=task, tx=tx)
     if mode is None:  # the reference: one device, global batch, no parallel machinery
-        step = jax.jit(train)
+        step = xla.jit(train, "train")  # compiled as DataParallel compiles it
         state = jax.device_put(host_state, jax.local_devices()[0])
         losses = []
         for b in batches:
@@ -97,7 +97,7 @@ def video_eval(mode: str | None) -> dict:
     ctx = driver.context(host, spec, variables, Videos)
     step = functools.partial(driver.eval_step, module=module, spec=spec, task=task)
     if mode is None:
-        return driver.run(functools.partial(jax.jit(step), variables), batches, task, ctx)
+        return driver.run(functools.partial(xla.jit(step, "eval"), variables), batches, task, ctx)
     dp = parallel.DataParallel(mode, None, step, BATCH)
     placed = dp.put_state(variables)
     rows = BATCH // jax.process_count()

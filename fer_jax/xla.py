@@ -1,0 +1,56 @@
+"""XLA compile options for fer-jax's compiled steps, chosen per kind of step, and the wrappers that apply them.
+
+On the CPU, XLA hands convolutions, dots and reductions to its YNNPACK library by default; its convolutions
+keep only ~1.5 of 2 cores busy, and its filter-gradient convolutions are slow (shared/reference/
+jax_platform.md, "CPU speed"). Measured here (jax 0.10.2, 2-core AMD EPYC, one process, interleaved
+repetitions, median ms per call; float32):
+
+| network, input, batch | train: default / without YNN convolutions / YNN off | eval: default / without conv / off |
+|---|---|---|
+| DAN 96 px, 32 | 937 / **649** / 886 | 205 / 175 / **154** |
+| DAN 224 px, 8 | 1343 / **922** / 1145 | 279 / 236 / **214** |
+| ResNet18 112 px, 16 | 620 / **457** / 608 | 146 / 119 / **100** |
+| ResNet18 64 px, 32 | 1458 / **1373** / 1450 | **609** / 740 / 637 |
+| Emotion-FAN 72 px, 8 triplets | 364 / **305** / 346 | 101 / 94 / **74** |
+
+So training steps compile without YNNPACK convolutions (dots and reductions keep it) and evaluation without
+YNNPACK at all. Other backends get no options. The options are scoped to fer-jax's own compiled functions
+(`jax.jit(..., compiler_options=...)`), never the process: a user's own `XLA_FLAGS` that names the option
+wins, and so does `FER_JAX_XLA_OPTIONS=0`. `--config.parallel=pmap` keeps XLA's defaults: `jax.pmap` takes
+no compile options, and an ahead-of-time compiled pmap expects global argument shapes across processes
+while each process passes its local ones (jax 0.10.2), so only the defaults keep a 1-process and an
+N-process pmap run identical.
+Results change by summation order only (float64 ~1e-16 relative); float32 stays within the parity bounds
+(the parity harness, tests/parity.py, compiles through these options).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jax
+
+FLAG = "xla_cpu_experimental_ynn_fusion_type"
+CPU_OPTIONS = {
+    "train": {FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
+    "eval": {FLAG: ""},
+}
+Kind = Literal["train", "eval"]
+
+
+def options(kind: Kind) -> dict[str, str]:
+    """The compile options fer-jax uses for a step of `kind` on the default backend (module docstring)."""
+    if kind not in CPU_OPTIONS:
+        raise ValueError(f"kind must be 'train' or 'eval', got {kind!r}")
+    if os.environ.get("FER_JAX_XLA_OPTIONS", "1") == "0" or FLAG in os.environ.get("XLA_FLAGS", ""):
+        return {}
+    if jax.default_backend() != "cpu":
+        return {}
+    return dict(CPU_OPTIONS[kind])
+
+
+def jit(fun: Callable, kind: Kind, **kwargs: Any) -> Callable:
+    """`jax.jit(fun, **kwargs)` compiled with the options for `kind`."""
+    return jax.jit(fun, compiler_options=options(kind), **kwargs)

@@ -1,0 +1,45 @@
+"""fer-jax's per-kind XLA compile options (fer_jax/xla.py): where they apply and what they leave alone."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax import xla
+
+
+def test_cpu_options_per_kind_and_the_users_flags_win(monkeypatch):
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv("FER_JAX_XLA_OPTIONS", raising=False)
+    assert jax.default_backend() == "cpu"
+    assert xla.options("train") == {xla.FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+    assert xla.options("eval") == {xla.FLAG: ""}
+    monkeypatch.setenv("XLA_FLAGS", f"--xla_force_host_platform_device_count=2 --{xla.FLAG}=")
+    assert xla.options("train") == {}  # the user's own setting of the option wins
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    monkeypatch.setenv("FER_JAX_XLA_OPTIONS", "0")
+    assert xla.options("eval") == {}
+    with pytest.raises(ValueError, match="kind must be"):
+        xla.options("predict")
+
+
+def _conv_net(x, w):
+    y = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jnp.sum(jnp.tanh(y) @ jnp.ones((w.shape[-1], 3), y.dtype), axis=(1, 2))
+
+
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_compiled_steps_compute_the_same(kind):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4, 12, 12, 8)), rng.standard_normal((3, 3, 8, 16))
+    grad = jax.grad(lambda w, x: jnp.sum(_conv_net(x, w) ** 2))
+    with jax.enable_x64(True):  # float64: only the summation order may change (measured ~1e-16 relative)
+        for fn, args in ((_conv_net, (x, w)), (grad, (w, x))):
+            ours, ref = np.asarray(xla.jit(fn, kind)(*args)), np.asarray(jax.jit(fn)(*args))
+            assert np.max(np.abs(ours - ref)) <= 1e-13 * np.max(np.abs(ref))
+    x32, w32 = x.astype(np.float32), w.astype(np.float32)
+    ours, ref = xla.jit(grad, kind)(w32, x32), jax.jit(grad)(w32, x32)
+    # float32: another summation order; relative to the gradient's scale, within a few float32 ulps x fan-in.
+    assert np.max(np.abs(ours - ref)) <= 1e-5 * np.max(np.abs(ref))
