@@ -54,9 +54,9 @@ def one_torch_thread():
 def random_fan(at_type: str, seed: int = 0, size: int = SIZE) -> reference.ResNetAT:
     """ResNetAT with seeded weights *and* non-trivial BatchNorm state.
 
-    torch_helpers.randomize cannot serve: it calls the model on a 4-D batch (the training forward takes
-    5-D) and draws each parameter with its std, which is NaN for the 1-element alpha/beta biases. Here the
-    weights are torch's default init under a fixed seed; BN affine parameters are drawn around (1, 0);
+    Unlike torch_helpers.randomize (which serves the generic harness, test_parity_models.py, with re-drawn
+    weights and a calibration through the training forward), the weights here are torch's default init under
+    a fixed seed and the calibration runs the first level; BN affine parameters are drawn around (1, 0);
     running statistics are calibrated by a train-mode first-level pass, then perturbed away from any
     batch statistics; `num_batches_tracked` gets distinct counts.
     """
