@@ -79,6 +79,29 @@ def _dan_infer(shapes: Shapes) -> dict[str, Any]:
     return hp
 
 
+def stem_hparam(pattern: str, values: Sequence[tuple[str, Any]], name: str, default: Any, default_why: str
+                ) -> Callable[[str], tuple[dict[str, Any], str]]:
+    """A `from_filename` reading one hyperparameter from the start of upstream's file names.
+
+    Args:
+      pattern: regex over the file name; its group 1 is looked up in `values`.
+      values: (text in the file name, hyperparameter value) pairs.
+      name: the hyperparameter.
+      default: its value when the file name says nothing.
+      default_why: why that default (shown to the user).
+    """
+    table = dict(values)
+
+    def read(filename: str) -> tuple[dict[str, Any], str]:
+        m = re.match(pattern, filename)
+        if m and m.group(1) in table:
+            return {name: table[m.group(1)]}, f"{name}={table[m.group(1)]!r} from the file name {filename!r}"
+        return {name: default}, (f"{name}={default!r} assumed ({default_why}); the file name {filename!r} does "
+                                 f"not say; pass --hparam {name}=... otherwise")
+
+    return read
+
+
 def _fan_infer(shapes: Shapes) -> dict[str, Any]:
     return {"num_class": shapes["pred_fc1.weight"][0]} if "pred_fc1.weight" in shapes else {}
 
@@ -96,10 +119,10 @@ ARCHS: dict[str, ArchSpec] = {
     "emotion_fan": ArchSpec(
         name="emotion_fan", infer=_fan_infer, reference=reference.ResNetAT, weights_key="state_dict",
         container_extras={"epoch": 0, "accuracy": 0.0}, prefix="module.", torch_inputs=_frames_last,
-        from_filename=lambda name: stem_hparam(
+        from_filename=stem_hparam(
             r"^(self-attention|self_relation-attention)_", (("self-attention", "self"),
                                                              ("self_relation-attention", "relation")),
-            "at_type", "relation", "upstream's scripts default to --at_type 1, relation attention")(name)),
+            "at_type", "relation", "upstream's scripts default to --at_type 1, relation attention")),
     "resnet18": ArchSpec(name="resnet18", infer=_resnet_infer, reference=reference.resnet18,
                          weights_key="state_dict"),
     "resnet34": ArchSpec(name="resnet34", infer=_resnet_infer, reference=reference.resnet34,
@@ -208,26 +231,3 @@ def detect(shapes: Shapes, arch: str | None = None, *, filename: str = "",
         raise CheckpointError(f"the checkpoint is not a {arch} ({len(shapes)} keys): {closest}")
     raise CheckpointError(f"unrecognised architecture ({len(shapes)} keys, starting {short(list(shapes), 3)}); "
                           f"closest: {closest}")
-
-
-def stem_hparam(pattern: str, values: Sequence[tuple[str, Any]], name: str, default: Any, default_why: str
-                ) -> Callable[[str], tuple[dict[str, Any], str]]:
-    """A `from_filename` reading one hyperparameter from the start of upstream's file names.
-
-    Args:
-      pattern: regex over the file name; its group 1 is looked up in `values`.
-      values: (text in the file name, hyperparameter value) pairs.
-      name: the hyperparameter.
-      default: its value when the file name says nothing.
-      default_why: why that default (shown to the user).
-    """
-    table = dict(values)
-
-    def read(filename: str) -> tuple[dict[str, Any], str]:
-        m = re.match(pattern, filename)
-        if m and m.group(1) in table:
-            return {name: table[m.group(1)]}, f"{name}={table[m.group(1)]!r} from the file name {filename!r}"
-        return {name: default}, (f"{name}={default!r} assumed ({default_why}); the file name {filename!r} does "
-                                 f"not say; pass --hparam {name}=... otherwise")
-
-    return read
