@@ -65,3 +65,98 @@ def dan_loss(outputs: tuple[jax.Array, jax.Array, jax.Array], labels: jax.Array,
     terms = {"ce": cross_entropy(out, labels), "affinity": affinity_loss(feat, labels, centers),
              "partition": partition_loss(heads, axis_name)}
     return terms["ce"] + terms["affinity"] + terms["partition"], terms
+
+
+# --- FAER (XUJ1Er/FAER; shared/reference/faer.md section 3) -------------------------------------------
+
+
+def bce_with_logits(logits: jax.Array, targets: jax.Array, clamp: float | None = None) -> jax.Array:
+    """torch.nn.BCEWithLogitsLoss() (mean over every element); FAER's `Loss` first clamps the logits to
+    [-clamp, clamp] (10), which also stops their gradient outside that range, as torch.clamp does."""
+    if clamp is not None:
+        logits = jnp.clip(logits, -clamp, clamp)
+    return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, targets.astype(logits.dtype)))
+
+
+def bce_focal(logits: jax.Array, targets: jax.Array, gamma: float = 2.0, sum_attributes: bool = False
+              ) -> jax.Array:
+    """FAER Baseline's BCEFocalLoss: p = sigmoid(x); -(1-p)^g q log p - p^g (1-q) log(1-p).
+
+    The code takes the mean over batch x attributes; the paper (eq. 7) sums over the attributes and averages
+    over the batch (`sum_attributes`, 40x larger for CelebA). log p and log(1-p) are computed stably from the
+    logits (log_sigmoid), which equals upstream's `torch.log(sigmoid(x))` wherever that one is finite.
+    """
+    q = targets.astype(logits.dtype)
+    p = jax.nn.sigmoid(logits)
+    loss = -((1 - p) ** gamma * q * jax.nn.log_sigmoid(logits) + p ** gamma * (1 - q) * jax.nn.log_sigmoid(-logits))
+    return jnp.mean(jnp.sum(loss, axis=-1)) if sum_attributes else jnp.mean(loss)
+
+
+def asymmetric(logits: jax.Array, targets: jax.Array, gamma_neg: float = 4.0, gamma_pos: float = 1.0,
+               clip: float = 0.05, eps: float = 1e-8) -> jax.Array:
+    """FAER's AsymmetricLoss (ASL, Ridnik et al.): negatives' probability shifted by `clip`, probabilities
+    clamped to [eps, 1 - eps] inside the logs, focusing weight (1 - p_t)^gamma *with* its gradient, and the
+    negated **sum** over every element (not a mean)."""
+    y = targets.astype(logits.dtype)
+    xs_pos = jax.nn.sigmoid(logits)
+    xs_neg = 1 - xs_pos
+    if clip is not None and clip > 0:
+        xs_neg = jnp.minimum(xs_neg + clip, 1.0)
+    loss = (y * jnp.log(jnp.clip(xs_pos, eps, 1 - eps)) + (1 - y) * jnp.log(jnp.clip(xs_neg, eps, 1 - eps)))
+    if gamma_neg > 0 or gamma_pos > 0:
+        pt = xs_pos * y + xs_neg * (1 - y)
+        loss = loss * jnp.power(1 - pt, gamma_pos * y + gamma_neg * (1 - y))
+    return -jnp.sum(loss)
+
+
+def center_loss(features: jax.Array, labels: jax.Array, centers: jax.Array, axis_name: str | None = None
+                ) -> jax.Array:
+    """FAER's CenterLoss: sum_i |x_i - c_{y_i}|^2 / 2 / B, with upstream's hand-written gradient.
+
+    Backward, as `CenterLossFunction.backward` defines it (not the autodiff one):
+    - features: g * (x_i - c_{y_i}) / B, scaled by the incoming gradient g (so by lambda in CE + lambda L);
+    - centers: sum_{i: y_i = j} (c_j - x_i) / (1 + n_j) / B, **not** scaled by g (the weight lambda of the
+      loss does not reach the centers), n_j the number of class-j examples in the batch.
+
+    Under pmap (`axis_name`) each device holds B/D examples: n_j is counted over the global batch, and the
+    per-device center gradient uses the local B, so that the mean over devices (the training step's pmean)
+    equals the gradient on the global batch.
+
+    Args:
+      features: [B, D] (the network's pooled `feature` output).
+      labels: [B] int class indices.
+      centers: [K, D] trainable centers.
+      axis_name: pmap axis name, if any.
+    """
+    return _center_loss(features, labels, centers, axis_name)
+
+
+def _center_counts(labels, num_centers, axis_name):
+    counts = jnp.zeros((num_centers,), jnp.float32).at[labels].add(1.0)
+    return jax.lax.psum(counts, axis_name) if axis_name else counts
+
+
+@jax.custom_vjp
+def _center_loss_core(features, labels, centers, counts):
+    diff = features - centers[labels]
+    return jnp.sum(diff * diff) / 2.0 / features.shape[0]
+
+
+def _center_fwd(features, labels, centers, counts):
+    return _center_loss_core(features, labels, centers, counts), (features, labels, centers, counts)
+
+
+def _center_bwd(res, g):
+    features, labels, centers, counts = res
+    batch = features.shape[0]
+    diff = centers[labels] - features
+    grad_centers = jnp.zeros_like(centers).at[labels].add(diff) / (1.0 + counts.astype(centers.dtype))[:, None]
+    return (-g * diff / batch, None, grad_centers / batch, None)
+
+
+_center_loss_core.defvjp(_center_fwd, _center_bwd)
+
+
+def _center_loss(features, labels, centers, axis_name):
+    counts = jax.lax.stop_gradient(_center_counts(labels, centers.shape[0], axis_name))
+    return _center_loss_core(features, labels.astype(jnp.int32), centers, counts)

@@ -114,17 +114,44 @@ class Classification:
         return metrics_lib.from_sums(sums, context.class_names)
 
 
+MULTILABEL_LOSSES = ("bce", "bce_clamp", "focal", "focal_paper", "asymmetric")
+
+
 @dataclasses.dataclass(frozen=True)
 class MultiLabel(Classification):
-    """Independent binary attributes (CelebA's 40): BCE with logits, mean over batch and attributes
-    (torch.nn.BCEWithLogitsLoss defaults); an attribute is predicted present when its logit is > 0."""
+    """Independent binary attributes (CelebA's 40); an attribute is predicted present when its logit is > 0.
+
+    `loss` (shared/reference/faer.md section 3):
+
+    | loss        | definition                                                                 | upstream             |
+    |-------------|----------------------------------------------------------------------------|----------------------|
+    | bce         | BCE with logits, mean over batch x attributes (torch.nn.BCEWithLogitsLoss) | -                    |
+    | bce_clamp   | the same on logits clamped to [-clamp, clamp] (10)                         | FAER `Loss`          |
+    | focal       | BCE-focal, gamma 2, mean over batch x attributes                           | Baseline BCEFocalLoss|
+    | focal_paper | BCE-focal, gamma 2, summed over attributes, mean over the batch            | FAER paper, eq. 7    |
+    | asymmetric  | ASL (gamma- 4, gamma+ 1, clip 0.05), negated sum over every element       | FAER AsymmetricLoss  |
+
+    Evaluation logs the mean BCE with logits whatever the training loss (a comparable number across losses).
+    """
 
     kind = "multilabel"
+    loss_name: str = "bce"
+    gamma: float = 2.0
+    clamp: float = 10.0
+
+    def __post_init__(self):
+        if self.loss_name not in MULTILABEL_LOSSES:
+            raise ConfigError(f"task.loss_name {self.loss_name!r}: use one of {', '.join(MULTILABEL_LOSSES)}")
 
     def loss(self, outputs, logits, batch, aux, axis_name=None):
         logits = at_least_float32(logits)
-        bce = jnp.mean(optax.sigmoid_binary_cross_entropy(logits, batch["label"].astype(logits.dtype)))
-        return bce, {"loss": bce, "bce": bce}
+        y = batch["label"]
+        value = {"bce": lambda: losses.bce_with_logits(logits, y),
+                 "bce_clamp": lambda: losses.bce_with_logits(logits, y, self.clamp),
+                 "focal": lambda: losses.bce_focal(logits, y, self.gamma),
+                 "focal_paper": lambda: losses.bce_focal(logits, y, self.gamma, sum_attributes=True),
+                 "asymmetric": lambda: losses.asymmetric(logits, y)}[self.loss_name]()
+        return value, {"loss": value, self.loss_name: value}
 
     def train_counts(self, logits, batch):
         """(right attribute decisions, decisions) in a batch."""
@@ -159,6 +186,39 @@ class Dan(Classification):
         out, feat, heads = (at_least_float32(outputs[k]) for k in ("out", "feat", "heads"))
         total, terms = losses.dan_loss((out, feat, heads), batch["label"], aux["centers"], axis_name)
         return total, {"loss": total, **terms}
+
+
+@dataclasses.dataclass(frozen=True)
+class CenterLoss(Classification):
+    """FAER's expression loss (paper eqs. 8-10): CE(prediction) + weight * center loss on an output feature.
+
+    The center loss has upstream's hand-written gradient (`fer_jax.losses.center_loss`: the centers' gradient
+    is not scaled by `weight`). Centers [num_centers, feat_dim] start as upstream's CenterLoss draws them:
+    Xavier-uniform with gain sqrt(2) (the normal draw before it is overwritten).
+
+    Attributes:
+      weight: lambda (1e-2 in the paper).
+      num_centers: one center per class.
+      feat_dim: the feature size (1024 for ConvNeXt-base; upstream's constructor default 512 would not fit).
+      feature: the named model output the centers live on.
+    """
+
+    weight: float = 0.01
+    num_centers: int = 7
+    feat_dim: int = 1024
+    feature: str = "feature"
+
+    def init_aux(self, rng):
+        fan_in, fan_out = self.feat_dim, self.num_centers  # torch: fan_in = size(1), fan_out = size(0)
+        bound = np.sqrt(2.0) * np.sqrt(6.0 / (fan_in + fan_out))
+        return {"centers": jax.random.uniform(rng, (self.num_centers, self.feat_dim), jnp.float32, -bound, bound)}
+
+    def loss(self, outputs, logits, batch, aux, axis_name=None):
+        ce = losses.cross_entropy(at_least_float32(logits), batch["label"])
+        feature = at_least_float32(outputs[self.feature])
+        center = losses.center_loss(feature, batch["label"], aux["centers"].astype(feature.dtype), axis_name)
+        total = ce + self.weight * center
+        return total, {"loss": total, "ce": ce, "center": center}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +275,8 @@ class VideoClassification(Classification):
         return result
 
 
-TASKS = {"classification": Classification, "multilabel": MultiLabel, "dan": Dan, "video": VideoClassification}
+TASKS = {"classification": Classification, "multilabel": MultiLabel, "dan": Dan, "center": CenterLoss,
+         "video": VideoClassification}
 
 
 def create(cfg: ml_collections.ConfigDict) -> Classification:

@@ -8,6 +8,7 @@ steps). Upstream schedulers step once per *epoch*, so every schedule here is a s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +46,7 @@ def epoch_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epo
     Args:
       cfg: `config.schedule`: name "constant" | "step" (StepLR: step_epochs, gamma) | "multistep"
         (MultiStepLR: milestones, gamma) | "exponential" (ExponentialLR: gamma) | "cosine"
-        (CosineAnnealingLR over `epochs` with floor lr `min_lr`).
+        (CosineAnnealingLR over `epochs` with floor lr `min_lr`, or `base_lr * min_lr_ratio` if given).
       base_lr: the initial learning rate.
       steps_per_epoch: optimizer steps in one epoch.
 
@@ -68,7 +69,11 @@ def epoch_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epo
     if name == "exponential":
         return lambda step: base_lr * cfg.gamma ** epoch_of(step)
     if name == "cosine":
-        return lambda step: cfg.min_lr + (base_lr - cfg.min_lr) * 0.5 * (
+        # A floor relative to the base rate (`min_lr_ratio`) follows each parameter group's own rate: FAER's
+        # per-epoch lr * [(1 - 1e-6) * (1 + cos(pi e / E)) / 2 + 1e-6] is min_lr_ratio = 1e-6.
+        ratio = cfg.get("min_lr_ratio")
+        floor = base_lr * ratio if ratio is not None else cfg.min_lr
+        return lambda step: floor + (base_lr - floor) * 0.5 * (
             1 + jnp.cos(jnp.pi * jnp.minimum(epoch_of(step), cfg.epochs) / cfg.epochs))
     raise ConfigError(f"unknown schedule.name {name!r}; use constant, step, multistep, exponential or cosine")
 
@@ -94,9 +99,53 @@ def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]) -> optax.Gra
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
+def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+    if opt.name == "sgd":
+        return torch_sgd(schedule, opt.momentum, opt.weight_decay, opt.get("nesterov", False))
+    if opt.name == "adam":
+        return torch_adam(schedule, *opt.betas, opt.eps, opt.weight_decay)
+    if opt.name == "adamw":
+        return torch_adamw(schedule, *opt.betas, opt.eps, opt.weight_decay)
+    raise ConfigError(f"unknown optimizer.name {opt.name!r}; use sgd, adam or adamw")
+
+
+def param_path(path) -> str:
+    """The name a parameter group pattern matches: a model parameter's module path (`stages.0.1.dwconv`),
+    `aux.<name>` for a task's own parameter (`aux.centers`)."""
+    keys = [str(getattr(k, "key", k)) for k in path]
+    return ".".join(keys[1:-1]) if keys[0] == "model" else ".".join(keys)
+
+
+def group_labels(groups: ml_collections.ConfigDict, frozen: Sequence[str] = ()) -> Callable[[Any], Any]:
+    """params -> the same tree of group names: the first group whose `params` patterns match, "frozen" for
+    the `frozen` patterns and for parameters in no group (torch.optim never sees those: no update, no decay).
+
+    Raises:
+      ConfigError: a group has no patterns.
+    """
+    for name, group in groups.items():
+        if not group.get("params"):
+            raise ConfigError(f"optimizer.groups.{name}.params is empty; list module-path patterns")
+
+    def label(path, _):
+        where = param_path(path)
+        if str(getattr(path[0], "key", path[0])) == "model" and merge.matches(where, frozen):
+            return "frozen"
+        return next((name for name, group in groups.items() if merge.matches(where, group.params)), "frozen")
+
+    return lambda params: jax.tree_util.tree_map_with_path(label, params)
+
+
+Schedules = Callable[[jnp.ndarray], jnp.ndarray] | dict[str, Callable[[jnp.ndarray], jnp.ndarray]]
+
+
 def build(config: ml_collections.ConfigDict, steps_per_epoch: int, frozen: Sequence[str] = ()
-          ) -> tuple[optax.GradientTransformation, Callable[[jnp.ndarray], jnp.ndarray]]:
-    """The optimizer of a recipe (`config.optimizer`, `config.schedule`) and its learning-rate schedule.
+          ) -> tuple[optax.GradientTransformation, Schedules]:
+    """The optimizer of a recipe (`config.optimizer`, `config.schedule`) and its learning-rate schedule(s).
+
+    With `config.optimizer.groups` ({name: {params: module-path patterns, lr_factor}}, torch's parameter
+    groups), each group gets the optimizer at `lr * lr_factor` with the recipe's schedule; parameters in no
+    group are not optimised (FAER's final `norm`), and the schedules come back as {group name: schedule}.
 
     Args:
       config: the recipe.
@@ -104,16 +153,17 @@ def build(config: ml_collections.ConfigDict, steps_per_epoch: int, frozen: Seque
       frozen: module-path patterns of model parameters upstream never updates (`ModelSpec.frozen`).
 
     Raises:
-      ConfigError: unknown optimizer name.
+      ConfigError: unknown optimizer name, or a group without patterns.
     """
     opt = config.optimizer
-    schedule = epoch_schedule(config.schedule, opt.lr, steps_per_epoch)
-    if opt.name == "sgd":
-        tx = torch_sgd(schedule, opt.momentum, opt.weight_decay, opt.get("nesterov", False))
-    elif opt.name == "adam":
-        tx = torch_adam(schedule, *opt.betas, opt.eps, opt.weight_decay)
-    elif opt.name == "adamw":
-        tx = torch_adamw(schedule, *opt.betas, opt.eps, opt.weight_decay)
-    else:
-        raise ConfigError(f"unknown optimizer.name {opt.name!r}; use sgd, adam or adamw")
-    return freeze(tx, frozen), schedule
+    groups = opt.get("groups") or {}
+    if not groups:
+        schedule = epoch_schedule(config.schedule, opt.lr, steps_per_epoch)
+        return freeze(_base_optimizer(opt, schedule), frozen), schedule
+    schedules = {name: epoch_schedule(config.schedule, opt.lr * group.get("lr_factor", 1.0), steps_per_epoch)
+                 for name, group in groups.items()}
+    transforms = {name: _base_optimizer(opt, schedules[name]) for name in groups}
+    if "frozen" in transforms:
+        raise ConfigError("optimizer.groups may not be named 'frozen' (the name of the parameters no group holds)")
+    transforms["frozen"] = optax.set_to_zero()
+    return optax.multi_transform(transforms, group_labels(groups, frozen)), schedules
