@@ -35,6 +35,41 @@ def nchw(x: np.ndarray) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
+class Layout:
+    """Another naming of the same weights (timm's ConvNeXt names for the facebookresearch ones): ordered
+    regex substitutions that turn its keys into the reference's. Declared data; the one mapping rule then
+    applies unchanged.
+
+    Attributes:
+      name: what the report calls it.
+      rules: (pattern, replacement) pairs, applied in order to every key (`re.sub`).
+    """
+
+    name: str
+    rules: tuple[tuple[str, str], ...]
+
+    def rename(self, key: str) -> str:
+        for pattern, replacement in self.rules:
+            key = re.sub(pattern, replacement, key)
+        return key
+
+    def apply(self, items: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries under the reference's names.
+
+        Raises:
+          CheckpointError: two keys land on the same name.
+        """
+        out: dict[str, Any] = {}
+        origin: dict[str, str] = {}
+        for key, value in items.items():
+            new = self.rename(key)
+            if new in out:
+                raise CheckpointError(f"{self.name} layout: {origin[new]!r} and {key!r} both map to {new!r}")
+            out[new], origin[new] = value, key
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class ArchSpec:
     """Porting facts for one registered architecture.
 
@@ -50,6 +85,7 @@ class ArchSpec:
       torch_inputs: the Flax example inputs ({batch entry: NHWC array}) -> the reference's positional inputs.
       prefix: the key prefix of the files upstream's training writes (DataParallel's "module."), used when
         exporting a model trained here.
+      layouts: other namings of the same weights that users hold (timm's ConvNeXt), recognised by their keys.
     """
 
     name: str
@@ -60,6 +96,7 @@ class ArchSpec:
     from_filename: Callable[[str], tuple[dict[str, Any], str]] | None = None
     torch_inputs: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]] = lambda ex: (nchw(ex["image"]),)
     prefix: str = ""
+    layouts: tuple[Layout, ...] = ()
 
 
 FP64_TOLERANCE = 1e-10  # float64 on both sides: a correct port agrees to ~1e-12; anything larger is semantic
@@ -173,15 +210,38 @@ def key_diff(shapes: Shapes, expected: Shapes) -> KeyDiff:
 
 @dataclasses.dataclass
 class Detection:
-    """A recognised architecture, its hyperparameters, and notes on where non-key ones came from."""
+    """A recognised architecture, its hyperparameters, notes on where non-key ones came from, and the
+    layout the file names its weights in (None: the reference's own names)."""
 
     spec: ArchSpec
     hparams: dict[str, Any]
     notes: list[str]
+    layout: Layout | None = None
+
+    def prepare(self, state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The checkpoint's weights under the reference's key names, ready for the mapping rule."""
+        return self.layout.apply(state_dict) if self.layout else dict(state_dict)
 
 
 def _candidate(spec: ArchSpec, shapes: Shapes, filename: str, overrides: Mapping[str, Any]
                ) -> tuple[Detection, KeyDiff]:
+    """The best reading of `shapes` as `spec`: in the reference's own names or one of its layouts."""
+    results = [_candidate_in(spec, shapes, filename, overrides)]
+    for layout in spec.layouts:
+        try:
+            renamed = layout.apply(shapes)
+        except CheckpointError:
+            continue
+        det, diff = _candidate_in(spec, renamed, filename, overrides)
+        det.layout = layout
+        if diff.size == 0:
+            det.notes.append(f"{layout.name} layout: {len(shapes)} keys renamed onto {spec.name}'s names")
+        results.append((det, diff))
+    return min(results, key=lambda r: r[1].size)
+
+
+def _candidate_in(spec: ArchSpec, shapes: Shapes, filename: str, overrides: Mapping[str, Any]
+                  ) -> tuple[Detection, KeyDiff]:
     defaults = models.spec(spec.name).defaults
     notes: list[str] = []
     hparams = dict(spec.infer(shapes))

@@ -82,8 +82,9 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
     for note in found.notes:
         log(f"  {note}")
 
+    state_dict = found.prepare(container.state_dict)  # under the reference's names (e.g. from timm's)
     _, kinds, abstract = flax_target(spec.name, hparams)
-    variables, report = mapping.torch_to_flax(container.state_dict, abstract, kinds)
+    variables, report = mapping.torch_to_flax(state_dict, abstract, kinds)
     log(report.summary())
 
     meta: dict[str, Any] = {
@@ -93,9 +94,10 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
         "num_batches_tracked": report.num_batches_tracked,
         "report": report.counts(),
         "detection_notes": found.notes,
+        "layout": found.layout.name if found.layout else None,
     }
     if verify_outputs:
-        meta["parity"] = check_parity(spec, hparams, container.state_dict, variables, log)
+        meta["parity"] = check_parity(spec, hparams, state_dict, variables, log)
     pretrained.save_pretrained(out, spec.name, hparams, variables, meta, overwrite=overwrite)
     log(f"wrote {out}")
     return meta
@@ -119,7 +121,7 @@ def check_parity(spec: archs.ArchSpec, hparams: dict[str, Any], state_dict: dict
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pth.tar, .pt)")
+    parser.add_argument("checkpoint", help="PyTorch checkpoint (.pth, .pth.tar, .pt) or .safetensors file")
     parser.add_argument("--out", help="output directory (default: ./<checkpoint stem>_flax)")
     parser.add_argument("--arch", help=f"force the architecture: {', '.join(sorted(archs.ARCHS))}")
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",

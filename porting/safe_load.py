@@ -126,7 +126,7 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     """Loads a PyTorch checkpoint safely onto the CPU.
 
     Args:
-      path: a file written by `torch.save` (zip or legacy format), any extension.
+      path: a file written by `torch.save` (zip or legacy format), any extension; or a `.safetensors` file.
 
     Returns:
       The unpickled object. Tensors are CPU tensors; objects of classes outside the allowlist are
@@ -136,6 +136,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
       CheckpointError: the file is missing, empty, truncated, not a checkpoint, or would run code.
     """
     path = os.fspath(path)
+    if path.endswith(".safetensors"):  # a flat tensor file (timm's, Hugging Face's): no pickle at all
+        return _load_safetensors(path)
     _check_file(path)
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols it did not write
@@ -154,6 +156,19 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: {e}") from None
     except Exception as e:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def _load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """{key: CPU tensor} of a safetensors file (its format cannot carry code)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
 
 
 def _first_line(e: BaseException) -> str:
