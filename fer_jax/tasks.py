@@ -216,6 +216,9 @@ class CenterLoss(Classification):
     def loss(self, outputs, logits, batch, aux, axis_name=None):
         ce = losses.cross_entropy(at_least_float32(logits), batch["label"])
         feature = at_least_float32(outputs[self.feature])
+        if feature.ndim != 2 or feature.shape[-1] != self.feat_dim:
+            raise ConfigError(f"task.feat_dim={self.feat_dim} but the model's {self.feature!r} output has shape "
+                              f"{list(feature.shape)}; set task.feat_dim to its last dimension")
         center = losses.center_loss(feature, batch["label"], aux["centers"].astype(feature.dtype), axis_name)
         total = ce + self.weight * center
         return total, {"loss": total, "ce": ce, "center": center}
