@@ -6,6 +6,9 @@ with torch.nn only. They exist to prove parity and to verify conversions; they a
 
 from porting.reference.dan import DAN, AffinityLoss, PartitionLoss
 from porting.reference.emotion_fan import ResNetAT
+from porting.reference.feratt import FERAttentionNet, ferattention, ferattentiongmm
+from porting.reference.preact_resnet import PreActResNet, preactresembnetex18, preactresnet18
 from porting.reference.resnet import ResNet, resnet18, resnet34
 
-__all__ = ["DAN", "AffinityLoss", "PartitionLoss", "ResNet", "ResNetAT", "resnet18", "resnet34"]
+__all__ = ["AffinityLoss", "DAN", "FERAttentionNet", "PartitionLoss", "PreActResNet", "ResNet", "ResNetAT",
+           "ferattention", "ferattentiongmm", "preactresembnetex18", "preactresnet18", "resnet18", "resnet34"]
