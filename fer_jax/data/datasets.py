@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from fer_jax.data import celeba, expression_sources, video_sources  # noqa: F401  (they register themselves)
+from fer_jax.data import celeba, expression_sources, feratt_sources, video_sources  # noqa: F401 (self-registering)
 from fer_jax.data.sources import READERS, Source
 from fer_jax.errors import ConfigError
 
@@ -23,14 +23,16 @@ def create_source(name: str, root: str, split: str, *, class_order: str | Sequen
 
     Args:
         name: a registered dataset: "rafdb", "affectnet", "celeba", "expw" (images), "afew", "ckplus"
-            (Emotion-FAN's videos).
+            (Emotion-FAN's videos), "ck", "bu3dfe", "ckplus_release" (FERAtt's faces with landmarks) and
+            their "*_synthetic" composites.
         root: the dataset's root directory (stored absolute, so a later chdir does not matter).
         split: "train", or the held-out split: "test" / "val" (datasets with one held-out split accept
             both names; CelebA has distinct "val" and "test").
         class_order: optional renumbering of the classes (see `Source.reorder_classes`).
         **options: dataset-specific, see the reader functions (`expression_sources.rafdb`, `affectnet`,
             `expw`, `celeba.celeba`, `video_sources.afew`, `ckplus`), e.g. AffectNet `num_class=7|8`,
-            `layout="folders"|"csv"`; AFEW / CK+ `unit="group"|"frame"`, `fold`.
+            `layout="folders"|"csv"`; AFEW / CK+ `unit="group"|"frame"`, `fold`; FERAtt's `kfold`, `nactor`,
+            `crop`, `backgrounds`, `count` (`feratt_sources`).
 
     Returns:
         The source; its `labels` already follow `class_order`.

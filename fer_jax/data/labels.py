@@ -31,6 +31,10 @@ CKPLUS_EMOTION_FAN = ("Happy", "Anger", "Disgust", "Fear", "Sad", "Contempt", "S
 EMOTION_FAN_SPELLING = {"Anger": "Angry"}
 # FERAtt (FER+ order) for CK+ / BU-3DFE.
 FERPLUS = ("Neutral", "Happy", "Surprise", "Sad", "Anger", "Disgust", "Fear", "Contempt")
+# The raw 1-based `iclass` orders of FERAtt's MATLAB files (feratt.md section 5), which its readers renumber
+# into FERPLUS (upstream's `toferp`). CK_RAW is also the official CK+ emotion code order 0..7.
+CK_RAW = ("Neutral", "Anger", "Contempt", "Disgust", "Fear", "Happy", "Sad", "Surprise")
+BU3DFE_RAW = ("Neutral", "Anger", "Disgust", "Fear", "Happy", "Sad", "Surprise", "Contempt")
 # MFTN-FER (and, inferred, FAER on RAF-DB/AffectNet): ImageFolder over folders named by emotion.
 MFTN_7 = ("Anger", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
 MFTN_8 = ("Anger", "Contempt", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise")
