@@ -61,7 +61,6 @@ PAD = 10
 CANVAS = FACE_SIZE + 2 * PAD
 BACKGROUND_FRAME = (640, 1024)  # (height, width) of the crop-resized background picture
 BACKGROUND_ZOOM = 50.0  # dz: how far (px) a window may run past the frame's right and bottom border
-WHITE = None  # `background=None`: upstream's plain white canvas (which its normalisation turns black)
 COMPOSITION = "composition"  # the transforms type of a FaceComposition
 ROLES = ("image", "x_org")
 _MISUSE = ("the examples of a FERAtt synthetic dataset are face compositions: start the preprocessing "

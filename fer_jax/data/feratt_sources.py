@@ -24,10 +24,11 @@ The dark crop (`dark_face`, upstream `FERDarkClassicDataset`): rotate so that th
 the landmarks, pad to a square and resize to 128 (Lanczos; the mask bilinear), then
 clip((img / 255 + 0.2) * mask, 0, 1) * 255: the face brightened by 0.2 on black. Unlike upstream, the image
 and the landmarks are rotated about the same point (upstream turns the image about its centre but the
-landmarks about their mean, which shifts the mask off the face unless the two coincide), the eye angle comes
-from atan2 (upstream's homogeneous-line formula flips by 180 degrees when the eye line passes below the
-landmark mean), and a box reaching past the image is padded with black instead of clipped, so the crop
-depends on the landmarks only.
+landmarks about their mean, which shifts the mask off the face unless the two coincide, and shears them on
+non-square images), the landmarks are shifted by the crop's integer origin (upstream: by the float box
+corner, up to 1 px off), the eye angle comes from atan2 (upstream's homogeneous-line formula flips by 180
+degrees when the eye line passes below the landmark mean), and a box reaching past the image is padded with
+black instead of clipped, so the crop depends on the landmarks only.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ from PIL import Image
 
 from fer_jax.data import composition
 from fer_jax.data import labels as label_tables
-from fer_jax.data.sources import (IMAGE_EXTENSIONS, MULTICLASS, Source, UnreadableImage, check_split,
-                                  decode_image, register, require_dir)
+from fer_jax.data.sources import (IMAGE_EXTENSIONS, MULTICLASS, Source, check_split, decode_image, register,
+                                  require_dir)
 from fer_jax.errors import ConfigError, DatasetError
 
 MAT_FIELDS = ("data", "points", "imsize", "iactor", "iclass", "num")
@@ -150,11 +151,16 @@ class FaceSource(Source):
         self.image_entries = ("image", "x_org") if x_org else ("image",)
         self._images = images
         self._landmarks = self.raw_landmarks
-        if crop == "dark":
-            self._landmarks = np.stack([_dark_landmarks_of(lm) for lm in self.raw_landmarks]) if len(names) else \
-                self.raw_landmarks
+        if crop == "dark" and len(self.names):
+            self._landmarks = np.stack([self._dark_landmarks(k, dataset, layout) for k in range(len(self.names))])
         super().__init__(dataset=dataset, root=root, split=split, labels=labels, class_names=class_names,
                          task=MULTICLASS, layout=layout, options=options)
+
+    def _dark_landmarks(self, index: int, dataset: str, layout: str) -> np.ndarray:
+        try:
+            return _dark_landmarks_of(self.raw_landmarks[index])
+        except ValueError as e:
+            raise DatasetError(f"{dataset}: {self.names[index]}: no dark crop, {e}; expected {layout}") from None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -172,12 +178,7 @@ class FaceSource(Source):
     def face(self, index: int) -> np.ndarray:
         """uint8 gray [H, W]: the stored image (crop "none") or its dark face. Raises `UnreadableImage`."""
         image = self._images[index] if self._images is not None else _read_gray(self.names[index])
-        if self.crop == "none":
-            return image
-        try:
-            return dark_face(image, self.raw_landmarks[index])[0]
-        except ValueError as e:
-            raise UnreadableImage(self.names[index], f"no dark crop: {e}") from None
+        return image if self.crop == "none" else dark_face(image, self.raw_landmarks[index])[0]
 
     def decode(self, ref: dict[str, Any]) -> Image.Image:
         return Image.fromarray(cv2.cvtColor(self.face(ref["index"]), cv2.COLOR_GRAY2RGB))
@@ -265,6 +266,8 @@ def _mat_arrays(fields: dict[str, np.ndarray], where: str, layout: str) -> dict[
     points = fields["points"]
     if points.shape[:1] != (n,) or [d for d in points.shape[1:] if d != 1] != [2, 68]:
         raise bad("points", f"has shape {points.shape}, not (num, 2, 68) (a 68x2xnum MATLAB array)")
+    if not np.all(np.isfinite(points)):
+        raise bad("points", "holds values that are not finite")
     columns = {}
     for key in ("iactor", "iclass"):
         values = fields[key].ravel()

@@ -131,10 +131,12 @@ def test_mat_reader_errors(tmp_path):
         (dict(data=np.full((4096, 8), 300.0)), "field 'data' is not gray levels 0..255"),
         (dict(num=np.array([[0.0]])), "field 'num' is"),
         (dict(classes=(1, 2, 3, 4, 5, 6, 7, 9)), "field 'iclass' holds 9, outside 1..8"),
+        (dict(points=np.full((68, 2, 8), np.nan)), "field 'points' holds values that are not finite"),
+        (dict(points=np.ones((68, 2, 8))), r"ck.mat#0: no dark crop, the inner eye corners \(landmarks 39 and 42\)"),
     ]
     for k, (kwargs, match) in enumerate(cases):
         root = small_mat(tmp_path / str(k), **kwargs)
-        raises_one_line(DatasetError, match, create_source, "ck", root, "train")
+        raises_one_line(DatasetError, match, create_source, "ck", root, "train", nactor=0)
     root = small_mat(tmp_path / "ok")
     raises_one_line(ConfigError, "kfold=2 with nactor=3 needs 9 subjects, the data has 6", create_source, "ck", root,
                     "train", kfold=2, nactor=3)
@@ -195,6 +197,9 @@ def test_ckplus_release_reader(tmp_path):
     landmark_file = train.names[1].replace("cohn-kanade-images", "Landmarks").replace(".png", "_landmarks.txt")
     np.testing.assert_allclose(train.raw_landmarks[1], np.loadtxt(landmark_file))
     assert np.asarray(train.decode(train.example(1)["image"])).shape == (128, 128, 3)
+    synthetic = create_source("ckplus_release_synthetic", root, "train", backgrounds=None, count=5)
+    rendered = composition.FerattCompose()(synthetic.decode(synthetic.example(4)["x_org"]), np.random.default_rng(0))
+    assert synthetic.labels[4] == 4 and rendered.size == (64, 64)
     three = create_source("ckplus_release", root, "test", peak_frames=2, crop="none")
     assert len(three) == 3 * 10 and three.decode(three.example(0)["image"]).size == (63, 48)
     os.remove(landmark_file)
