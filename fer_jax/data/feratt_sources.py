@@ -460,6 +460,8 @@ class CompositeSource(Source):
     draws come from the pipeline (`feratt_compose`). Sampling "class_cycle" (upstream's
     `SecuencialSyntheticFaceDataset`, training) gives example i the class i mod C (C = classes present)
     and a face of that class; "sequential" (upstream's `SyntheticFaceDataset`, eval.py) uses face i mod N.
+    Pictures are drawn uniformly from the whole folder (upstream's `random.randint(1, n - 1)` never picks
+    the first one, and fails on a folder of one picture).
     """
 
     image_entries = ("image", "x_org")
