@@ -10,7 +10,8 @@
     # {"frames": float32 [48, 3, 224, 224, 3], "label": int32 [48], "video": int32 [48]}
 
 A batch holds every entry of the source's examples (`sources` module docstring); evaluation adds a
-boolean "mask". Datasets: "rafdb", "affectnet", "expw", "celeba" (images), "afew", "ckplus" (videos).
+boolean "mask". Datasets: "rafdb", "affectnet", "expw", "celeba" (images), "afew", "ckplus" (videos),
+"ck", "bu3dfe", "ckplus_release" (FERAtt's faces) and their "*_synthetic" composites (`composition`).
 Names are imported lazily, so that e.g. `scripts/make_synthetic.py` does not import grain (and jax).
 """
 

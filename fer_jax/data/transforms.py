@@ -369,3 +369,8 @@ def parse(spec: str) -> Chain:
     if chain.accepts == ARRAY or chain.produces != ARRAY:
         raise ConfigError(f"preprocess {spec!r} must take an image and contain to_float")
     return chain
+
+
+# FERAtt's operations (cv_resize, gray, feratt_compose) register themselves where preprocessing strings are
+# parsed without a dataset (predict.py).
+from fer_jax.data import composition as _composition  # noqa: E402,F401
