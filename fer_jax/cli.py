@@ -1,69 +1,106 @@
-"""Helpers shared by the absl entry points in scripts/: one-line errors, quiet library logs."""
+"""Helpers shared by the command-line entry points in scripts/ and porting/: one line for every user
+mistake (a bad flag, a config file that does not load, a `UserError` from the library) and for Ctrl-C,
+and quiet library logs.
+
+Exit codes: 2 for a bad command line (and porting's argparse tools), 1 for a `UserError` of the absl
+scripts, 130 for an interrupted run.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from absl import flags, logging
 
+INTERRUPTED = "interrupted; run the same command again"
 
-def flags_parser(required: Sequence[str]) -> Callable[[list[str]], list[str]]:
-    """An `absl.app.run(flags_parser=...)` that reports a bad flag or config key in one line (exit 2)."""
+
+def flags_parser(required: Sequence[str], positional: bool = False) -> Callable[[list[str]], list[str]]:
+    """An `absl.app.run(flags_parser=...)` that reports a bad flag, config key or config file in one line
+    (exit 2).
+
+    Args:
+      required: flags that must be given.
+      positional: whether arguments other than flags are allowed (e.g. predict's image files).
+    """
 
     def parse(argv: list[str]) -> list[str]:
-        from fer_jax.errors import UserError
-
         try:
             rest = flags.FLAGS(argv)
             values = {name: flags.FLAGS[name].value for name in required}
             for value in values.values():
                 hasattr(value, "keys")  # a --config that failed to load raises here, not later mid-run
-        except (flags.Error, UserError, OSError, AttributeError, KeyError, ValueError, TypeError) as e:
-            print(f"error: bad command line: {_one_line(e)}", file=sys.stderr)
-            sys.exit(2)
+        except KeyboardInterrupt:
+            _fail(INTERRUPTED, 130)
+        except Exception as e:  # noqa: BLE001 - a config file is user code: whatever it raises is one line
+            _fail(f"error: bad command line: {_one_line(e)}", 2)
         for name, value in values.items():
             if value is None:
-                print(f"error: --{name} is required (see --help)", file=sys.stderr)
-                sys.exit(2)
+                _fail(f"error: --{name} is required (see --help)", 2)
+        if not positional and len(rest) > 1:
+            _fail(f"error: unexpected arguments {' '.join(rest[1:])!r} (flags are --name=value; see --help)", 2)
         return rest
 
     return parse
 
 
+def _fail(line: str, code: int) -> None:
+    print(line, file=sys.stderr)
+    sys.exit(code)
+
+
 def _one_line(e: BaseException) -> str:
     """ml_collections reports an unknown --config.<key> as AttributeError("'key'\\nDid you mean ...") and a
-    missing config file over several indented lines: fold any of them into one line."""
+    missing config file over several indented lines: fold any of them into one line. Anything raised by the
+    config file's own code (a syntax error, an exception in its get_config) is named with its type and the
+    file and line where it happened."""
+    from fer_jax.errors import UserError
+
+    if isinstance(e, SyntaxError):
+        return f"{e.filename} line {e.lineno}: {e.msg}"
     text = (str(e.args[0]) if e.args else str(e)).strip("'").replace("\\n", "\n").replace("\\'", "'")
     parts = [p.strip() for p in text.splitlines() if p.strip()]
+    if isinstance(e, UserError | flags.Error):
+        return "; ".join(parts)
+    frames = traceback.extract_tb(e.__traceback__)
+    if frames and "site-packages" not in frames[-1].filename and not frames[-1].filename.startswith("<"):
+        where = f"{os.path.relpath(frames[-1].filename)} line {frames[-1].lineno}"
+        return f"{type(e).__name__}: {'; '.join(parts) or 'raised'} ({where})"
     if isinstance(e, AttributeError) and parts:
         parts[0] = f"unknown config key {parts[0]}"
     return "; ".join(parts)
 
 
 def exit_code(fn: Callable[[], Any], code: int = 2) -> int:
-    """For argparse entry points (porting/): 0 if `fn` succeeds; a UserError becomes
-    `error: <message>` on stderr and the returned `code`."""
-    from fer_jax.errors import UserError
+    """For argparse entry points (porting/): 0 if `fn` succeeds; a UserError becomes `error: <message>` on
+    stderr and the returned `code`; Ctrl-C one line and 130."""
+    from fer_jax.errors import Interrupted, UserError
 
     try:
         fn()
+    except Interrupted as e:
+        print(e, file=sys.stderr)
+        return Interrupted.exit_code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return code
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        return Interrupted.exit_code
     return 0
 
 
 def run_user(fn: Callable[[], Any]) -> Any:
     """Runs `fn` with library INFO logs hidden (unless --verbosity is given); a UserError becomes
-    `error: <message>` on stderr and exit code 1."""
-    from fer_jax.errors import UserError
-
+    `error: <message>` on stderr and exit code 1; Ctrl-C one line and exit code 130."""
     if not flags.FLAGS["verbosity"].present:  # Orbax logs every checkpoint step at INFO
         logging.set_verbosity(logging.WARNING)
-    try:
-        return fn()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    result: list[Any] = []
+    code = exit_code(lambda: result.append(fn()), 1)
+    if code:
+        sys.exit(code)
+    return result[0]

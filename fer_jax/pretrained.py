@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from flax import linen as nn
 
 from fer_jax import merge, models
-from fer_jax.errors import CheckpointError
+from fer_jax.errors import CheckpointError, check_output_path, honour_umask, remove_stale_temporaries
 
 FORMAT = "fer-jax-pretrained/1"
 METADATA = "fer_jax.json"
@@ -81,38 +81,89 @@ def load_with_metadata(directory: str | os.PathLike, **module_overrides: Any) ->
     """`load_pretrained`, also returning the directory's metadata (read once).
 
     Raises:
-      CheckpointError: the directory is not a readable fer-jax model.
+      CheckpointError: the directory is not a readable fer-jax model, or its weights are not those of the
+        network its metadata names (another class count, another architecture).
     """
     meta = read_metadata(directory)
-    module = models.create(meta["arch"], **{**meta["hparams"], **module_overrides})
-    target = models.spec(meta["arch"]).abstract_variables(module)
+    what = f"{meta['arch']} {meta.get('hparams')}"
+    try:
+        module = models.create(meta["arch"], **{**meta["hparams"], **module_overrides})
+        target = models.spec(meta["arch"]).abstract_variables(module)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{directory}: its metadata names {what}, which cannot be built "
+                              f"({_first_line(e)})") from None
     try:
         with _local_checkpointer() as ckptr:
             variables = ckptr.restore(os.path.abspath(os.path.join(directory, VARIABLES)), target)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{directory}: variables do not match {meta['arch']} "
-                              f"{meta['hparams']} ({str(e).splitlines()[0][:200]})") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{directory}: variables do not match {what} ({_first_line(e)})") from None
+    wrong = [("/".join(str(getattr(k, "key", k)) for k in path), np.shape(got), want.shape) for (path, got), want
+             in zip(jax.tree_util.tree_leaves_with_path(variables), jax.tree.leaves(target))
+             if np.shape(got) != want.shape]
+    if wrong:
+        path, got, want = wrong[0]
+        raise CheckpointError(f"{directory}: its weights do not fit the {what} its metadata names "
+                              f"({len(wrong)} variables differ, first {path}: stored {list(got)}, expected "
+                              f"{list(want)}); the model directory is damaged or was edited")
     return meta, module, variables
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def is_model_directory(directory: str) -> bool:
+    """Whether `directory` holds a fer-jax model (what `--overwrite` may replace)."""
+    try:
+        with open(os.path.join(directory, METADATA)) as f:
+            return json.load(f).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_destination(directory: str | os.PathLike, overwrite: bool = False, what: str = "--out") -> str:
+    """Refuses a model-directory destination before any work; returns it absolute.
+
+    An existing destination is replaced only with `overwrite`, and only if it is a fer-jax model directory
+    (or empty): `--overwrite` never deletes anything else.
+
+    Raises:
+      ConfigError: the path cannot be written (see `errors.check_output_path`).
+      CheckpointError: it exists and may not be replaced.
+    """
+    directory = check_output_path(directory, what, directory=True)
+    if os.path.exists(directory):
+        if not overwrite:
+            raise CheckpointError(f"{directory} already exists; choose another {what} or pass --overwrite")
+        if os.listdir(directory) and not is_model_directory(directory):
+            raise CheckpointError(f"{directory} is not a fer-jax model directory (no {METADATA} of format "
+                                  f"{FORMAT}); --overwrite replaces only model directories; choose another {what}")
+    return directory
 
 
 @contextlib.contextmanager
 def atomic_directory(directory: str | os.PathLike, overwrite: bool = False) -> Iterator[str]:
-    """Yields a temporary sibling directory that becomes `directory` only if the block succeeds.
+    """Yields a temporary sibling directory that becomes `directory` only if the block succeeds, with the
+    permissions the umask gives. Temporaries of `directory` that a killed run left are removed first.
 
     Raises:
-      CheckpointError: `directory` exists and `overwrite` is False.
+      UserError: `directory` may not be written or replaced (`check_destination`).
     """
-    directory = os.path.abspath(directory)
-    if os.path.exists(directory) and not overwrite:
-        raise CheckpointError(f"{directory} already exists; choose another --out or pass --overwrite")
+    directory = check_destination(directory, overwrite)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
+    remove_stale_temporaries(directory)
     tmp = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".tmp-", dir=parent)
     try:
         yield tmp
-        if os.path.exists(directory):
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
+        honour_umask(tmp, directory=True)
+        if os.path.exists(directory):  # moved aside, not deleted, until the new one is in place
+            old = tempfile.mkdtemp(prefix=os.path.basename(directory) + ".tmp-old-", dir=parent)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, directory)
     finally:
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
@@ -123,7 +174,7 @@ def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, 
     """Writes a converted-model directory atomically (nothing is left behind on failure).
 
     Args:
-      directory: destination; must not exist unless `overwrite`.
+      directory: destination; must not exist unless `overwrite` (and then it must be a model directory).
       arch: registry name.
       hparams: constructor hyperparameters (JSON-able).
       variables: {"params": ..., "batch_stats": ...} of numpy or jax arrays.
@@ -139,6 +190,7 @@ def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, 
         with open(os.path.join(tmp, METADATA), "w") as f:
             json.dump(meta, f, indent=2, sort_keys=False)
             f.write("\n")
+
 
 
 def init_from(directory: str | os.PathLike, arch: str, variables: Any, *, drop: tuple[str, ...] = (),

@@ -23,6 +23,7 @@ import numpy as np
 
 from fer_jax import cli, models, pretrained
 from fer_jax.errors import CheckpointError, UserError
+from fer_jax.train import config as config_lib
 from porting import archs, containers, mapping, safe_load, verify
 
 
@@ -48,6 +49,27 @@ def parse_hparams(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def check_override_kinds(overrides: dict[str, Any], arch: str | None) -> None:
+    """Refuses `--hparam` values of the wrong kind (a str for a class count, ...) or a class count below 1,
+    before the checkpoint is read: checked against `--arch`, or against every architecture that has all the
+    given hyperparameters (names no architecture has are reported once the architecture is known).
+
+    Raises:
+      UserError: the first problem, naming the hyperparameter and what it takes.
+    """
+    names = [arch] if arch in models.REGISTRY else sorted(models.REGISTRY)
+    candidates = [n for n in names if set(overrides) <= set(models.spec(n).defaults)]
+    errors = []
+    for name in candidates:
+        try:
+            config_lib.check_hparams(name, overrides, "--hparam ")
+            return
+        except UserError as e:
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
 def flax_target(arch: str, hparams: dict[str, Any]) -> tuple[Any, dict, Any]:
     """(Flax module, module kinds, abstract variables) of a registered network, through its declared init."""
     spec = models.spec(arch)
@@ -63,14 +85,14 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
     Raises:
       UserError: unreadable, unsafe or unrecognised checkpoint, mapping or parity failure.
     """
-    if os.path.exists(out) and not overwrite:  # fail before the expensive steps
-        raise CheckpointError(f"{out} already exists; choose another --out or pass --overwrite")
+    pretrained.check_destination(out, overwrite)  # fail before the expensive steps
+    overrides = parse_hparams(hparam_overrides)
+    check_override_kinds(overrides, arch)
     container = containers.unwrap(safe_load.load_checkpoint(path), os.path.basename(path))
     extras = ", ".join([f"{k}={v!r}" for k, v in container.extras.items()]
                        + [f"{k}={v} (not converted)" for k, v in container.skipped.items()]) or "none"
     log(f"read {path}: weights under {container.weights_key or '(bare state_dict)'}, "
         f"{len(container.state_dict)} keys, prefix {container.prefix or 'none'}; other entries: {extras}")
-    overrides = parse_hparams(hparam_overrides)
     found = archs.detect(container.shapes(), arch, filename=os.path.basename(path), overrides=overrides)
     spec, hparams = found.spec, found.hparams
     unknown = sorted(set(overrides) - set(models.spec(spec.name).defaults))
@@ -127,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hparam", action="append", default=[], metavar="KEY=VALUE",
                         help="override a hyperparameter read from the shapes, e.g. num_class=8")
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check against torch")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing fer-jax model directory (never anything else)")
     args = parser.parse_args(argv)
     stem = os.path.basename(args.checkpoint).split(".")[0]
     out = args.out or f"{stem}_flax"

@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from fer_jax import cli, pretrained
-from fer_jax.errors import CheckpointError
+from fer_jax.errors import CheckpointError, check_output_path, honour_umask, remove_stale_temporaries
 from porting import archs, mapping
 from porting.convert import flax_target
 
@@ -63,18 +64,40 @@ def build_container(meta: dict[str, Any], state_dict: dict[str, torch.Tensor]) -
     return {**extras, key: weights}
 
 
+def check_out(out: str, overwrite: bool) -> str:
+    """Refuses an output file before any work; returns it absolute. An existing file is replaced only with
+    `overwrite`, and only if it is a PyTorch checkpoint (torch.save's zip archive).
+
+    Raises:
+      UserError: `out` cannot be written, or exists and may not be replaced.
+    """
+    out = check_output_path(out, "--out", directory=False)
+    if os.path.lexists(out):
+        if not overwrite:
+            raise CheckpointError(f"{out} already exists; choose another --out or pass --overwrite")
+        if not os.path.isfile(out) or not zipfile.is_zipfile(out):
+            raise CheckpointError(f"{out} is not a PyTorch checkpoint; --overwrite replaces only those; choose "
+                                  "another --out")
+    return out
+
+
 def export(directory: str, out: str, *, overwrite: bool = False, log=print) -> None:
-    """Writes `out` atomically (a temporary file renamed into place)."""
-    if os.path.exists(out) and not overwrite:
-        raise CheckpointError(f"{out} already exists; choose another --out or pass --overwrite")
+    """Writes `out` atomically (a temporary file renamed into place, with the permissions the umask gives).
+
+    Raises:
+      UserError: an unreadable model directory, or an `out` that may not be written (before any work).
+    """
+    out = check_out(out, overwrite)
     meta, state_dict = state_dict_from_directory(directory)
     container = build_container(meta, state_dict)
-    parent = os.path.dirname(os.path.abspath(out))
+    parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
+    remove_stale_temporaries(out)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(out) + ".tmp-", dir=parent)
     os.close(fd)
     try:
         torch.save(container, tmp)
+        honour_umask(tmp, directory=False)
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):
@@ -89,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", help="a fer-jax model directory (from convert.py or training)")
     parser.add_argument("--out", required=True, help="the .pth file to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing PyTorch checkpoint")
     args = parser.parse_args(argv)
     return cli.exit_code(lambda: export(args.directory, args.out, overwrite=args.overwrite))
 

@@ -3,7 +3,8 @@
 `--model` is a fer-jax model directory (a training run's `best/` or `porting/convert.py` output); the
 recipe `--config` says where the data is and how to preprocess it (`--config.data.root=...` overrides).
 Prints accuracy, balanced accuracy and the confusion matrix; `--out` also writes report.json and
-confusion_matrix.png.
+confusion_matrix.png (an existing report is replaced only with `--overwrite`). A model whose classes or
+image size do not fit the recipe's data is refused.
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "recipe file (configs/
 _MODEL = flags.DEFINE_string("model", None, "fer-jax model directory")
 _SPLIT = flags.DEFINE_string("split", None, "dataset split (default: the recipe's eval_split)")
 _OUT = flags.DEFINE_string("out", None, "directory for report.json and confusion_matrix.png")
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace a fer-jax report already in --out")
 
 
 def main(argv: list[str]) -> None:
-    del argv
-    from fer_jax.evaluate.run import evaluate_model  # heavy imports after flag parsing
+    del argv  # flags_parser refuses stray arguments
 
-    cli.run_user(lambda: evaluate_model(_MODEL.value, _CONFIG.value, _SPLIT.value, _OUT.value))
+    def run() -> None:
+        from fer_jax.evaluate.run import evaluate_model  # heavy imports after flag parsing
+
+        evaluate_model(_MODEL.value, _CONFIG.value, _SPLIT.value, _OUT.value, overwrite=_OVERWRITE.value)
+
+    cli.run_user(run)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ or Emotion-FAN's AFEW and CK+ (face videos).
 The expression decides the drawn eyes, brows and mouth (CelebA: attributes decide hair, glasses, beard,
 hat, ...; a video is one face whose view drifts from frame to frame); see fer_jax/data/synthetic.py for the
 table and fer_jax/data/synthetic_layouts.py for what each layout contains. The output directory is written
-atomically and must not exist or be empty.
+atomically and must not exist or be empty; temporaries of an interrupted run are removed first.
 """
 
 from __future__ import annotations
@@ -17,38 +17,41 @@ import time
 
 from absl import app, flags
 
+from fer_jax import cli
+
 _LAYOUT = flags.DEFINE_enum("layout", None, ["rafdb", "affectnet", "celeba", "expw", "afew", "ckplus"],
                             "Dataset layout to write.")
 _OUT = flags.DEFINE_string("out", None, "New output directory (must not exist or be empty).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 1000, "Training images (ExpW: faces, see the module docs; AFEW: "
-                                                     "videos; CK+: videos of folds 1-9).")
+                                                     "videos; CK+: videos of folds 1-9).", lower_bound=1)
 _NUM_TEST = flags.DEFINE_integer("num_test", 200, "Held-out images (CelebA: for val and for test each; AFEW: "
-                                                  "validation videos; CK+: videos of fold 10).")
-_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the data depends on nothing else.")
+                                                  "validation videos; CK+: videos of fold 10).", lower_bound=1)
+_SEED = flags.DEFINE_integer("seed", 0, "Random seed; the data depends on nothing else.", lower_bound=0)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
-                                   "Face image side in pixels (default: RAF-DB 100, AffectNet 128, ExpW 96, "
-                                   "AFEW and CK+ frames 64; CelebA is always 178x218).")
+                                   "Face image side in pixels, at least 32 (default: RAF-DB 100, AffectNet 128, "
+                                   "ExpW 96, AFEW and CK+ frames 64; CelebA is always 178x218).", lower_bound=32)
 _VARIANT = flags.DEFINE_string("variant", None,
                                "Layout variant: affectnet 'folders' (default) or 'csv'; celeba 'official' "
                                "(default) or 'presplit' (FAER).")
-flags.mark_flags_as_required(["layout", "out"])
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    del argv  # flags_parser refuses stray arguments
     from fer_jax.data.synthetic_layouts import make_synthetic
-    from fer_jax.errors import UserError
+    from fer_jax.errors import check_output_path, honour_umask, remove_stale_temporaries
+
+    def run() -> str:
+        out = check_output_path(_OUT.value, "--out", directory=True)
+        remove_stale_temporaries(out)
+        out = make_synthetic(_LAYOUT.value, out, num_train=_NUM_TRAIN.value, num_test=_NUM_TEST.value,
+                             seed=_SEED.value, image_size=_IMAGE_SIZE.value, variant=_VARIANT.value)
+        honour_umask(out, directory=True)  # the directory was made with tempfile (0700)
+        return out
 
     start = time.perf_counter()
-    try:
-        out = make_synthetic(_LAYOUT.value, _OUT.value, num_train=_NUM_TRAIN.value, num_test=_NUM_TEST.value,
-                             seed=_SEED.value, image_size=_IMAGE_SIZE.value, variant=_VARIANT.value)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+    out = cli.run_user(run)
     print(f"wrote {_LAYOUT.value} layout to {out} in {time.perf_counter() - start:.1f} s")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.flags_parser(["layout", "out"]))

@@ -6,10 +6,56 @@ metric is exact whatever the batch size, padding or device count.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from fer_jax.errors import ConfigError
+
+# Every headline metric an evaluation reports, and which way is better: "max" (accuracy-like) or "min"
+# (losses). `best_metric` (which model `<workdir>/best` keeps) must be one of them.
+DIRECTIONS = {
+    "accuracy": "max",
+    "balanced_accuracy": "max",
+    "mean_attribute_accuracy": "max",
+    "loss": "min",
+}
+# The headline metrics of each kind of task (`Task.kind`): what `from_sums` returns as floats.
+BY_KIND = {
+    "multiclass": ("accuracy", "balanced_accuracy", "loss"),
+    "multilabel": ("mean_attribute_accuracy", "loss"),
+}
+
+
+def check_best_metric(name: str, kind: str | None = None) -> str:
+    """The direction ("max" or "min") of the metric `name`, checked before any training.
+
+    Args:
+      name: `config.best_metric`.
+      kind: the task's kind (`Task.kind`); if given, `name` must be one of its metrics.
+
+    Raises:
+      ConfigError: an unknown metric, or one the task does not report (the message lists the known ones).
+    """
+    if name not in DIRECTIONS:
+        known = ", ".join(f"{k} ({'higher' if v == 'max' else 'lower'} is better)" for k, v in DIRECTIONS.items())
+        raise ConfigError(f"best_metric={name!r} is not an evaluation metric; use one of {known}")
+    if kind is not None and name not in BY_KIND.get(kind, ()):
+        raise ConfigError(f"best_metric={name!r} is not reported by a {kind} task; use one of "
+                          f"{', '.join(BY_KIND.get(kind, ()))}")
+    return DIRECTIONS[name]
+
+
+def improves(name: str, value: float, best: float | None) -> bool:
+    """Whether `value` of the metric `name` beats `best` (None: nothing to beat) in its direction; a NaN
+    never does, and anything beats a NaN."""
+    if math.isnan(value):
+        return False
+    if best is None or math.isnan(best):
+        return True
+    return value > best if DIRECTIONS[name] == "max" else value < best
 
 
 def classification(confusion: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:

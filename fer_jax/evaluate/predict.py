@@ -31,22 +31,41 @@ def class_names(meta: dict[str, Any], num_outputs: int, order: str | None) -> li
     return names
 
 
-def predict(model_dir: str, images: list[str], *, order: str | None = None, top: int = 3
+def predict(model_dir: str, images: list[str], *, order: str | None = None, top: int = 3, batch_size: int = 16
             ) -> list[list[tuple[str, float]]]:
     """Top-`top` (class, probability) per image; multi-label models give every attribute with p > 0.5.
 
+    Every path is checked before any work; images are then decoded and run `batch_size` at a time (the
+    last batch padded, so that one compiled program serves all), so memory does not grow with their number.
+
     Raises:
-      UserError: unreadable model or image, bad label order.
+      UserError: unreadable model or image, bad label order, `top` or `batch_size` below 1.
     """
+    if top < 1:
+        raise ConfigError(f"--top {top}: show at least one class per image")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size {batch_size} must be positive")
+    for path in images:
+        _check(path)
     meta, module, variables = pretrained.load_with_metadata(model_dir)
     spec = models.spec(meta["arch"])
     trained = meta.get("trained", {})
     pp = trained.get("eval_pp") or "resize({0},{1})|to_float|normalize('imagenet')".format(*spec.image_size)
     chain = transforms.parse(pp)
-    batch = np.stack([chain(_open(p), np.random.default_rng(0)) for p in images]).astype(np.float32)
-    logits = np.asarray(xla.jit(functools.partial(_logits, module, spec), "eval")(variables, batch), np.float64)
-    names = class_names(meta, logits.shape[-1], order)
-    if trained.get("task") == "multilabel":
+    step = xla.jit(functools.partial(_logits, module, spec), "eval")
+    names, results = None, []
+    for i in range(0, len(images), batch_size):
+        chunk = images[i:i + batch_size]
+        batch = np.stack([chain(_open(p), np.random.default_rng(0)) for p in chunk]).astype(np.float32)
+        padded = np.concatenate([batch, np.zeros((batch_size - len(chunk), *batch.shape[1:]), batch.dtype)])
+        logits = np.asarray(step(variables, padded), np.float64)[:len(chunk)]
+        names = names or class_names(meta, logits.shape[-1], order)
+        results.extend(_ranked(logits, names, trained.get("task") == "multilabel", top))
+    return results
+
+
+def _ranked(logits: np.ndarray, names: list[str], multilabel: bool, top: int) -> list[list[tuple[str, float]]]:
+    if multilabel:
         probs = 1 / (1 + np.exp(-logits))
         return [[(n, float(p)) for n, p in sorted(zip(names, row), key=lambda t: -t[1]) if p > 0.5] for row in probs]
     probs = np.exp(logits - logits.max(-1, keepdims=True))
@@ -65,11 +84,24 @@ def _logits(module, spec: models.ModelSpec, variables, images):
     return module.apply(variables, *values, video, images.shape[0], method=spec.video.aggregate)
 
 
-def _open(path: str) -> Image.Image:
+def _check(path: str) -> None:
+    """The file exists and its header is that of an image (nothing decoded yet)."""
     if not os.path.isfile(path):
         raise DatasetError(f"image not found: {path}")
     try:
+        with Image.open(path):
+            pass
+    except (UnidentifiedImageError, OSError) as e:
+        raise DatasetError(f"{path} is not a readable image ({e})") from None
+
+
+def _open(path: str) -> Image.Image:
+    """The image as 8-bit RGB; 16-bit grayscale is scaled to 8 bits (PIL's convert would clip it to white)."""
+    try:
         with Image.open(path) as im:
+            if im.mode.startswith("I;16") or im.mode == "I":
+                levels = np.asarray(im, np.float64) / 257.0  # 65535 -> 255
+                return Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8)).convert("RGB")
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise DatasetError(f"{path} is not a readable image ({e})") from None

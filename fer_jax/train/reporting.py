@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any
 
+from fer_jax.errors import remove_stale_temporaries
+
 
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
@@ -66,17 +68,23 @@ class Progress:
 class MetricWriter:
     """TensorBoard event files (tensorboardX, no TensorFlow) and a JSON-lines file, in `workdir`.
 
+    A run that starts at step `start` (0, or the checkpoint it resumes from) first drops what an earlier,
+    interrupted run logged after that step, so that every step appears once: `metrics.jsonl` keeps its
+    rows up to `start` (rewritten atomically) and TensorBoard purges later events.
     Only process 0 writes; elsewhere every method is a no-op.
     """
 
-    def __init__(self, workdir: str, active: bool = True):
+    def __init__(self, workdir: str, active: bool = True, start: int = 0):
         self.active = active
         if not active:
             return
         from tensorboardX import SummaryWriter
 
-        self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"))
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(path):
+            _truncate(path, start)
+        self._tb = SummaryWriter(logdir=os.path.join(workdir, "tensorboard"), purge_step=start + 1)
+        self._jsonl = open(path, "a")
 
     def write(self, step: int, split: str, values: dict[str, Any]) -> None:
         if not self.active:
@@ -91,3 +99,21 @@ class MetricWriter:
         if self.active:
             self._tb.close()
             self._jsonl.close()
+
+
+def _truncate(path: str, start: int) -> None:
+    """Keeps the rows of `path` up to step `start` (and drops a line cut short by a kill)."""
+    kept = []
+    with open(path) as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start:
+                kept.append(line if line.endswith("\n") else line + "\n")
+    remove_stale_temporaries(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.writelines(kept)
+    os.replace(tmp, path)

@@ -70,22 +70,49 @@ def test_model_hyperparameters_are_checked(synthetic, tmp_path):
         train_and_evaluate(c, str(tmp_path), **QUIET)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic, tmp_path):
+def finite_checkpoints(workdir) -> list[int]:
+    """Steps of the checkpoints in `workdir`, asserting that every value they hold is finite."""
+    import orbax.checkpoint as ocp
+
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    for step in steps:
+        with ocp.StandardCheckpointer() as ckptr:
+            state = ckptr.restore(str(workdir / "checkpoints" / str(step) / "state"))
+        leaves = [np.asarray(a) for a in jax.tree.leaves(state)]
+        assert all(np.isfinite(a).all() for a in leaves if np.issubdtype(a.dtype, np.floating)), step
+    return steps
+
+
+def test_non_finite_state_is_never_saved_and_the_restart_continues(synthetic, tmp_path):
     c = load_recipe("dan_rafdb", "smoke")
     c.data.root = synthetic["rafdb"]
     c.num_train_steps, c.log_every_steps, c.checkpoint_every_steps = 12, 1, 2
-    # A sane first epoch (6 steps of 8 images), then lr 1e-3 * 1e14: the loss blows up in epoch 2.
+    # A sane first epoch (6 steps of 8 images), then lr 1e-3 * 1e14: training blows up in epoch 2.
     c.optimizer.lr = 1e-3
     c.schedule.update(name="step", step_epochs=1, gamma=1e14)
     with pytest.raises(TrainingError) as info:
         train_and_evaluate(c, str(tmp_path), **QUIET)
-    m = re.match(r"loss became non-finite \(nan\) by step (\d+); stopped; the last good checkpoint is step "
-                 r"(\d+) in .*; lower optimizer.lr or check the data$", str(info.value))
+    m = re.match(r"(the parameters or optimizer state|loss) became non-finite .*by step (\d+); stopped.*; the last "
+                 r"finite checkpoint is step (\d+) in (.*): run the same command with a lower "
+                 r"--config.optimizer.lr \(now 0.001\) to continue from it", str(info.value))
     assert m, str(info.value)
-    bad, good = int(m[1]), int(m[2])
+    bad, good = int(m[2]), int(m[3])
+    assert m[4] == str(tmp_path / "checkpoints")
     assert 7 <= bad <= 12 and good == (bad - 1) // 2 * 2  # the last even (checkpointed) step before it
-    # keep_checkpoints=2; nothing written at or after the non-finite step
-    assert sorted(map(int, os.listdir(tmp_path / "checkpoints"))) == [good - 2, good]
+    assert finite_checkpoints(tmp_path) == [good - 2, good]  # keep_checkpoints=2, nothing non-finite saved
+
+    # The restart the message describes: the same workdir, a changed learning rate, from checkpoint `good`.
+    c.optimizer.lr = 1e-4
+    c.schedule.update(name="constant")
+    logs = []
+    result = train_and_evaluate(c, str(tmp_path), log=logs.append)
+    assert f"resuming: {tmp_path / 'checkpoints'}/{good} (epoch 1)" in logs
+    assert result["start"] == good and np.isfinite(result["final"]["loss"])
+    assert finite_checkpoints(tmp_path)[-1] == 12
+    rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [r["step"] for r in rows if r["split"] == "train"]
+    assert train_steps == list(range(1, 13))  # the failed run's rows after `good` were dropped, none repeated
+    assert all(np.isfinite(r["loss"]) for r in rows if r["split"] == "train" and r["step"] > good)
 
 
 def test_init_from_converted_msceleb_backbone(synthetic, tmp_path):
