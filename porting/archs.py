@@ -79,24 +79,54 @@ class ArchSpec:
       reference: hyperparameters -> the plain-torch reference module (same state_dict keys as upstream).
       weights_key: the container entry upstream saves the weights under (None: bare state_dict).
       container_extras: other entries upstream writes next to the weights, with the values we write on export
-        when the source did not have them.
+        when the source did not have them (or a function of the hyperparameters giving them).
       from_filename: file name -> (hyperparameters upstream encodes in its file names, a note saying where
         they came from); only for hyperparameters the keys cannot show.
       torch_inputs: the Flax example inputs ({batch entry: NHWC array}) -> the reference's positional inputs.
       prefix: the key prefix of the files upstream's training writes (DataParallel's "module."), used when
         exporting a model trained here.
       layouts: other namings of the same weights that users hold (timm's ConvNeXt), recognised by their keys.
+      aliases: (alias module prefix, canonical prefix) pairs: modules registered twice upstream (FERAtt's
+        encoder), so the state_dict holds each tensor under both names. One copy is loaded (after checking
+        that both are identical) and export writes both.
     """
 
     name: str
     infer: Callable[[Shapes], dict[str, Any]]
     reference: Callable[..., torch.nn.Module]
     weights_key: str | None
-    container_extras: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    container_extras: Mapping[str, Any] | Callable[[Mapping[str, Any]], Mapping[str, Any]] = dataclasses.field(
+        default_factory=dict)
     from_filename: Callable[[str], tuple[dict[str, Any], str]] | None = None
     torch_inputs: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]] = lambda ex: (nchw(ex["image"]),)
     prefix: str = ""
     layouts: tuple[Layout, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()
+
+    def extras_for(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
+        """The container entries written next to the weights of a model trained here."""
+        extras = self.container_extras
+        return dict(extras(hparams) if callable(extras) else extras)
+
+    def alias_of(self, key: str) -> str | None:
+        """The canonical key that `key` aliases, or None."""
+        for alias, canonical in self.aliases:
+            if key.startswith(alias + "."):
+                return canonical + key[len(alias):]
+        return None
+
+    def with_aliases(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
+        """`state_dict` (canonical keys) with every alias added back as the same tensor, in upstream's order
+        (the reference's own key order)."""
+        if not self.aliases:
+            return dict(state_dict)
+        out = dict(state_dict)
+        for canonical_prefix in (c for _, c in self.aliases):
+            for key in list(state_dict):
+                if key.startswith(canonical_prefix + "."):
+                    alias = next(a for a, c in self.aliases if c == canonical_prefix) + key[len(canonical_prefix):]
+                    out[alias] = state_dict[key]
+        return out
 
 
 FP64_TOLERANCE = 1e-10  # float64 on both sides: a correct port agrees to ~1e-12; anything larger is semantic
@@ -148,6 +178,75 @@ def _frames_last(example: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
     return (np.ascontiguousarray(np.transpose(example["frames"], (0, 4, 2, 3, 1))),)
 
 
+def _convnext_infer(shapes: Shapes) -> dict[str, Any]:
+    """ConvNeXt width and depth from the stem and the stages, class count from the head."""
+    from fer_jax.models.convnext import VARIANTS
+
+    hp: dict[str, Any] = {}
+    if "downsample_layers.0.0.weight" in shapes:
+        dims = [shapes["downsample_layers.0.0.weight"][0]] + [
+            shapes.get(f"downsample_layers.{i}.1.weight", (0,))[0] for i in (1, 2, 3)]
+        depths = [len({k.split(".")[2] for k in shapes if k.startswith(f"stages.{s}.")}) for s in range(4)]
+        found = [name for name, (d, w) in VARIANTS.items() if list(d) == depths and list(w) == dims]
+        hp["variant"] = found[0] if found else f"(depths {depths}, dims {dims})"
+    if "head.weight" in shapes:
+        hp["num_classes"] = shapes["head.weight"][0]
+    return hp
+
+
+# timm's ConvNeXt names -> facebookresearch's (backbones.md section 4; what FAER's and MFTN-FER's
+# `repeat_checkpoint` does), with or without the `net.` prefix those loaders expect.
+TIMM_CONVNEXT = Layout("timm", (
+    (r"^net\.", ""),
+    (r"^stem\.", "downsample_layers.0."),
+    (r"^stages\.(\d+)\.downsample\.(\d+)\.", r"downsample_layers.\1.\2."),
+    (r"^stages\.(\d+)\.blocks\.(\d+)\.", r"stages.\1.\2."),
+    (r"\.conv_dw\.", ".dwconv."),
+    (r"\.mlp\.fc(\d)\.", r".pwconv\1."),
+    (r"^head\.fc\.", "head."),
+    (r"^head\.norm\.", "norm."),
+))
+
+
+def _feratt_infer(shapes: Shapes) -> dict[str, Any]:
+    """FERAtt: classes from the classifier (the embedding classifier for +Rep), the reconstruction width,
+    the embedding size."""
+    hp: dict[str, Any] = {}
+    if "netclass.classification.weight" in shapes:
+        hp["num_classes"] = shapes["netclass.classification.weight"][0]
+        hp["dim"] = shapes["netclass.linear.weight"][0]
+    elif "netclass.linear.weight" in shapes:
+        hp["num_classes"] = shapes["netclass.linear.weight"][0]
+    if "reconstruction.0.conv.weight" in shapes:
+        hp["num_filters"] = shapes["reconstruction.0.conv.weight"][0]
+    return hp
+
+
+def _feratt_reference(gmm: bool) -> Callable[..., torch.nn.Module]:
+    def build(num_classes: int = 8, num_filters: int = 32, dim: int = 32) -> torch.nn.Module:
+        return reference.FERAttentionNet(dim, num_classes, 3, num_filters, gmm=gmm)
+    return build
+
+
+def _feratt_extras(arch: str) -> Callable[[Mapping[str, Any]], dict[str, Any]]:
+    """What AttentionNeuralNetAbstract.save writes next to the weights (checkpoints.md, FERAtt): `load()`
+    rebuilds the model from arch, num_classes, num_output_channels (the --dim) and num_input_channels."""
+    def extras(hp: Mapping[str, Any]) -> dict[str, Any]:
+        return {"epoch": 0, "arch": arch, "imsize": 64, "num_output_channels": hp.get("dim", 32),
+                "num_input_channels": 3, "num_classes": hp.get("num_classes", 8)}
+    return extras
+
+
+def feratt_aliases() -> tuple[tuple[str, str], ...]:
+    from fer_jax.models.feratt import ENCODER_ALIASES
+
+    return tuple(ENCODER_ALIASES)
+
+
+def _preact_infer(shapes: Shapes) -> dict[str, Any]:
+    return {"num_classes": shapes["linear.weight"][0]} if "linear.weight" in shapes else {}
+
+
 ARCHS: dict[str, ArchSpec] = {
     "dan": ArchSpec(name="dan", infer=_dan_infer, reference=reference.DAN, weights_key="model_state_dict",
                     container_extras={"iter": 0}),
@@ -160,6 +259,27 @@ ARCHS: dict[str, ArchSpec] = {
             r"^(self-attention|self_relation-attention)_", (("self-attention", "self"),
                                                              ("self_relation-attention", "relation")),
             "at_type", "relation", "upstream's scripts default to --at_type 1, relation attention")),
+    # Official facebookresearch files ({"model": ...}), FAER's Baseline saves ({epoch, state_dict (module.),
+    # best_acc, optimizer}) and timm's weights (.pth or .safetensors, bare or under `net.`).
+    "convnext": ArchSpec(name="convnext", infer=_convnext_infer, reference=reference.ConvNeXt,
+                         weights_key="state_dict", container_extras={"epoch": 0}, prefix="module.",
+                         layouts=(TIMM_CONVNEXT,)),
+    # FAER's save_checkpoint: {epoch, state_dict (module.), best_acc (best error), optimizer}.
+    "faer": ArchSpec(name="faer", infer=_convnext_infer, reference=reference.FAER, weights_key="state_dict",
+                     container_extras={"epoch": 0}, prefix="module."),
+    # FERAtt's AttentionNeuralNetAbstract.save: the encoder registered twice (216 aliased keys).
+    "feratt": ArchSpec(name="feratt", infer=_feratt_infer, reference=_feratt_reference(False),
+                       weights_key="state_dict", container_extras=_feratt_extras("ferattention"),
+                       aliases=feratt_aliases()),
+    "feratt_rep": ArchSpec(name="feratt_rep", infer=_feratt_infer, reference=_feratt_reference(True),
+                           weights_key="state_dict", container_extras=_feratt_extras("ferattentiongmm"),
+                           aliases=feratt_aliases()),
+    "preactresnet18": ArchSpec(name="preactresnet18", infer=_preact_infer,
+                               reference=lambda num_classes=8: reference.preactresnet18(num_classes),
+                               weights_key="state_dict",
+                               container_extras=lambda hp: {"epoch": 0, "arch": "preactresnet18", "imsize": 32,
+                                                            "num_classes": hp.get("num_classes", 8),
+                                                            "num_channels": 3}),
     "resnet18": ArchSpec(name="resnet18", infer=_resnet_infer, reference=reference.resnet18,
                          weights_key="state_dict"),
     "resnet34": ArchSpec(name="resnet34", infer=_resnet_infer, reference=reference.resnet34,
@@ -219,8 +339,31 @@ class Detection:
     layout: Layout | None = None
 
     def prepare(self, state_dict: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """The checkpoint's weights under the reference's key names, ready for the mapping rule."""
-        return self.layout.apply(state_dict) if self.layout else dict(state_dict)
+        """The checkpoint's weights under the reference's key names with one copy of every aliased tensor,
+        ready for the mapping rule (a note says what was folded).
+
+        Raises:
+          CheckpointError: an alias differs from its canonical tensor (not a file upstream's model wrote).
+        """
+        sd = self.layout.apply(state_dict) if self.layout else dict(state_dict)
+        if not self.spec.aliases:
+            return sd
+        out, folded = {}, 0
+        for key, value in sd.items():
+            canonical = self.spec.alias_of(key)
+            if canonical is None:
+                out[key] = value
+                continue
+            if canonical not in sd or not np.array_equal(np.asarray(sd[canonical]), np.asarray(value)):
+                raise CheckpointError(f"{key} should be the same tensor as {canonical} (upstream registers the "
+                                      "module twice) but differs; the file was not written from upstream's model")
+            folded += 1
+        if folded:
+            pairs = ", ".join(f"{a} = {c}" for a, c in self.spec.aliases)
+            note = f"{folded} aliased keys ({pairs}) identical to their canonical copies; loaded once"
+            if note not in self.notes:
+                self.notes.append(note)
+        return out
 
 
 def _candidate(spec: ArchSpec, shapes: Shapes, filename: str, overrides: Mapping[str, Any]

@@ -101,10 +101,11 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
                         f"{', '.join(models.spec(spec.name).defaults)})")
     log(f"architecture: {spec.name} {hparams} ({'forced' if arch else 'detected'}; keys and shapes match "
         "the reference exactly)")
+    # under the reference's names (e.g. from timm's), one copy of each aliased tensor (FERAtt's encoder)
+    state_dict = found.prepare(container.state_dict)
     for note in found.notes:
         log(f"  {note}")
 
-    state_dict = found.prepare(container.state_dict)  # under the reference's names (e.g. from timm's)
     _, kinds, abstract = flax_target(spec.name, hparams)
     variables, report = mapping.torch_to_flax(state_dict, abstract, kinds)
     log(report.summary())

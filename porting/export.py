@@ -42,11 +42,13 @@ def state_dict_from_directory(directory: str, default_num_batches_tracked: int =
                                  default_num_batches_tracked=default_num_batches_tracked)
     ref = spec.reference(**meta["hparams"])
     order = list(ref.state_dict())
-    if set(order) != set(flat):
+    # a module upstream registers twice gets both names for one tensor, as torch.save keeps shared storage
+    tensors = spec.with_aliases({k: torch.from_numpy(np.array(v)) for k, v in flat.items()})
+    if set(order) != set(tensors):
         raise CheckpointError(f"{directory}: variables do not match the {spec.name} reference "
-                              f"(extra {sorted(set(flat) - set(order))[:4]}, missing "
-                              f"{sorted(set(order) - set(flat))[:4]})")
-    state_dict = {k: torch.from_numpy(np.array(flat[k])) for k in order}
+                              f"(extra {sorted(set(tensors) - set(order))[:4]}, missing "
+                              f"{sorted(set(order) - set(tensors))[:4]})")
+    state_dict = {k: tensors[k] for k in order}
     ref.load_state_dict(state_dict, strict=True)  # the proof that upstream can load it
     return meta, state_dict
 
@@ -60,7 +62,7 @@ def build_container(meta: dict[str, Any], state_dict: dict[str, torch.Tensor]) -
     weights = {prefix + k: v for k, v in state_dict.items()}
     if key is None:
         return weights
-    extras = source["extras"] if source else dict(spec.container_extras)
+    extras = source["extras"] if source else spec.extras_for(meta["hparams"])
     return {**extras, key: weights}
 
 

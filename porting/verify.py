@@ -46,7 +46,8 @@ def torch_module(spec: ArchSpec, hparams: Mapping[str, Any], state_dict: Mapping
                  dtype: str = "float32") -> torch.nn.Module:
     """The reference model with `state_dict` loaded strictly, in eval mode, in `dtype`."""
     model = spec.reference(**hparams)
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state_dict.items()}, strict=True)
+    full = spec.with_aliases(state_dict)  # a module registered twice upstream loads under both names
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in full.items()}, strict=True)
     return model.to(DTYPES[dtype][1]).eval()
 
 

@@ -161,8 +161,8 @@ def test_look_alikes_are_refused_with_the_difference():
     with pytest.raises(CheckpointError, match=r"not a resnet18 .*missing \(bn1\.weight.*unexpected.*shapes differ "
                                               r"\(conv1\.weight: file \[64, 3, 3, 3\] vs model \[64, 3, 7, 7\]"):
         archs.detect(preact, arch="resnet18")
-    with pytest.raises(CheckpointError, match="unrecognised architecture"):
-        archs.detect(preact)
+    found = archs.detect(preact)  # and it is recognised as what it is
+    assert (found.spec.name, found.hparams) == ("preactresnet18", {"num_classes": 8})
 
 
 def test_unknown_architecture_and_arch_override():

@@ -7,10 +7,14 @@ from typing import Any
 
 from flax import linen as nn
 
-from fer_jax.models import dan, emotion_fan
+from fer_jax.models import convnext, dan, emotion_fan, faer, feratt, preact_resnet
 from fer_jax.models.contract import InitRule, ModelSpec, VideoMethods, frames_example, output, sum_of
+from fer_jax.models.convnext import ConvNeXt
 from fer_jax.models.dan import DAN
 from fer_jax.models.emotion_fan import EmotionFAN
+from fer_jax.models.faer import FAER
+from fer_jax.models.feratt import FERAttention, FERAttentionGMM
+from fer_jax.models.preact_resnet import PreActResNet18
 from fer_jax.models.resnet import STAGE_SIZES, ResNet
 
 
@@ -35,6 +39,29 @@ REGISTRY: dict[str, ModelSpec] = {
         frozen=lambda hp: emotion_fan.UNUSED_HEADS[hp.get("at_type", "relation")],
         # The FER+ / MS-Celeb ResNet18 files: same backbone names at the root, their classifier dropped.
         init_from={"resnet18": InitRule(drop=("fc",), init=("alpha", "beta", "pred_fc1", "pred_fc2"))}),
+    # ConvNeXt in the facebookresearch layout; FAER's baseline (it returns (feature, logits) like FAER).
+    "convnext": ModelSpec(
+        ConvNeXt, (224, 224), {"variant": "base", "num_classes": 1000, "drop_path_rate": 0.0},
+        outputs=("feature", "logits"), predict=output("logits"), rng_streams=("drop_path",),
+        num_classes_key="num_classes", cam_layer="feature_map"),
+    "faer": ModelSpec(
+        FAER, (224, 224), {"variant": "base", "num_classes": 40, "drop_path_rate": 0.25},
+        outputs=("feature", "logits"), predict=output("logits"), rng_streams=("drop_path",),
+        num_classes_key="num_classes", cam_layer="feature_map",
+        # an ImageNet / MS-Celeb ConvNeXt (timm or facebookresearch file, converted): its classifier dropped,
+        # CC attention and the head new; its final norm is loaded (upstream maps timm's head.norm onto it)
+        init_from={"convnext": InitRule(drop=("head",), init=("attention", "head"))}),
+    # FERAtt (+Cls) and (+Rep+Cls) at 64 px; the encoder's fc exists upstream but is never used (no gradient).
+    "feratt": ModelSpec(
+        FERAttention, (64, 64), {"num_classes": 8, "num_filters": 32}, outputs=("y", "att", "g_att", "g_ft"),
+        num_classes_key="num_classes", cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED),
+    "feratt_rep": ModelSpec(
+        FERAttentionGMM, (64, 64), {"num_classes": 8, "num_filters": 32, "dim": 32},
+        outputs=("z", "y", "att", "g_att", "g_ft"), predict=output("y"), num_classes_key="num_classes",
+        cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED),
+    # FERAtt's classification baseline (32 px inputs).
+    "preactresnet18": ModelSpec(PreActResNet18, (32, 32), {"num_classes": 8}, outputs=("logits",),
+                                num_classes_key="num_classes", cam_layer="feature_map"),
 }
 
 
@@ -59,5 +86,5 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return s.build(**{**s.defaults, **kwargs})
 
 
-__all__ = ["DAN", "EmotionFAN", "REGISTRY", "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example",
-           "output", "spec", "sum_of"]
+__all__ = ["DAN", "FAER", "ConvNeXt", "EmotionFAN", "FERAttention", "FERAttentionGMM", "PreActResNet18", "REGISTRY",
+           "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example", "output", "spec", "sum_of"]

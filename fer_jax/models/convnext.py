@@ -42,6 +42,8 @@ from flax import linen as nn
 
 # variant -> (blocks per stage, channels per stage); `base` is the one FAER and MFTN-FER use.
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    # timm's atto depths and widths with the standard block: the CPU recipes' size (not an upstream network)
+    "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
     "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
     "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
     "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),

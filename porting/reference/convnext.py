@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 VARIANTS = {
+    "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),  # timm's atto depths and widths, standard block (CPU recipes)
     "tiny": ((3, 3, 9, 3), (96, 192, 384, 768)),
     "small": ((3, 3, 27, 3), (96, 192, 384, 768)),
     "base": ((3, 3, 27, 3), (128, 256, 512, 1024)),
@@ -71,7 +72,7 @@ class TimmLayerNorm2d(nn.LayerNorm):
 
 
 def _rates(depths, drop_path_rate: float) -> list[float]:
-    return [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths))]
+    return [x.item() for x in torch.linspace(0, drop_path_rate, sum(depths), device="cpu")]
 
 
 class Block(nn.Module):
