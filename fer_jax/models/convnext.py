@@ -214,11 +214,13 @@ class ConvNeXt(nn.Module):
     `forward`, feature first.
 
     Attributes:
-      variant: "tiny", "small", "base" or "large" (`VARIANTS`).
+      variant: "tiny", "small", "base" or "large" (`VARIANTS`; "atto" for CPU-sized recipes).
       num_classes: outputs of `head`.
       drop_path_rate: stochastic depth of the last block; rates rise linearly from 0 over the blocks.
       in_chans: channels of the input image.
       dtype: computation dtype (None: that of the inputs and parameters); parameters stay float32.
+      axis_name: unused (no BatchNorm, no cross-replica statistics); the training loop passes it to every
+        network.
     """
 
     variant: str = "base"
@@ -226,6 +228,7 @@ class ConvNeXt(nn.Module):
     drop_path_rate: float = 0.0
     in_chans: int = 3
     dtype: Any = None
+    axis_name: str | None = None
 
     def setup(self):
         depths, dims = variant_config(self.variant)
