@@ -12,7 +12,6 @@ atomically and must not exist or be empty; temporaries of an interrupted run are
 
 from __future__ import annotations
 
-import sys
 import time
 
 from absl import app, flags

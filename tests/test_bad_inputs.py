@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -94,6 +93,12 @@ def env(tmp_path_factory):
     (area / "reports").mkdir()
     (area / "reports" / "report.json").write_text('{"format": "fer-jax-report/1"}\n')
     (area / "notes.pth").write_text("my notes, not a checkpoint\n")
+    try:  # a DAN release file for the porting cases (skipped without torch)
+        import torch_helpers
+    except ImportError:
+        pass
+    else:
+        torch_helpers.save_dan_release(torch_helpers.random_dan(7, 4, seed=2, image_size=32), base / "dan.pth")
     (base / "bad_syntax.py").write_text("def get_config(:\n")
     (base / "bad_raise.py").write_text("def get_config(arg=None):\n    raise RuntimeError('boom')\n")
     return {"base": base, "data": data, "area": area}
@@ -181,6 +186,9 @@ REFUSED = {
     "predict_missing_image": Case("predict", ("--model", "{area}/run/best", "{area}/none.jpg"), 1,
                                   "image not found: .*none.jpg"),
     "predict_no_image": Case("predict", ("--model", "{area}/run/best"), 2, "give one or more image files"),
+    "predict_labels_of_another_count": Case("predict", ("--model", "{area}/run/best", "--labels", "affectnet",
+                                                        "{data}/Image/aligned/test_0001_aligned.jpg"), 1,
+                                            "the model has 7 outputs but --labels affectnet names 8 classes"),
     # scripts/make_synthetic.py
     "synthetic_out_under_a_file": Case("make_synthetic", ("--layout", "rafdb", "--out", "{area}/afile/d"), 1,
                                        "afile is a file, not a directory"),
@@ -210,10 +218,13 @@ def test_refused_in_one_line_leaving_every_file(env, case):
 
 
 PORTING = {
-    # porting/convert.py: checked before the checkpoint is read, so the checkpoint may be anything.
+    # porting/convert.py: checked before the checkpoint is read (area/notes.pth is not one), but for the
+    # architecture, which is checked against the file's keys.
     "convert_hparam_of_another_kind": ("convert", ["--hparam", "num_class='7'"], "--hparam num_class='7': dan takes "
                                        "an integer here"),
     "convert_no_classes": ("convert", ["--hparam", "num_class=0"], "num_class=0: a model needs at least one class"),
+    "convert_bad_num_head": ("convert", ["{base}/dan.pth", "--arch", "dan", "--hparam", "num_head=-1"],
+                             r"the checkpoint is not a dan .*'num_head': -1"),
     "convert_out_under_a_file": ("convert", ["--out", "{area}/afile/m"], "afile is a file, not a directory"),
     "convert_out_unwritable": ("convert", ["--out", "/proc/fer_jax_model"], "/proc is not writable"),
     "convert_out_exists": ("convert", ["--out", "{area}/dan8"], "dan8 already exists; choose another --out or pass "
@@ -224,6 +235,7 @@ PORTING = {
     # porting/export.py
     "export_out_under_a_file": ("export", ["{area}/run/best", "--out", "{area}/afile/x.pth"],
                                 "afile is a file, not a directory"),
+    "export_out_unwritable": ("export", ["{area}/run/best", "--out", "/proc/fer_jax.pth"], "/proc is not writable"),
     "export_out_is_a_directory": ("export", ["{area}/run/best", "--out", "{area}/foreign"],
                                   "exists and is not a file"),
     "export_out_exists": ("export", ["{area}/run/best", "--out", "{area}/notes.pth"], "already exists"),
@@ -244,7 +256,9 @@ def test_porting_refused_in_one_line_leaving_every_file(env, case, capsys):
     args = [a.format(**fill) for a in args]
     before = snapshot(env["area"])
     main = convert.main if name == "convert" else export.main
-    code = main([str(env["area"] / "notes.pth"), *args] if name == "convert" else args)
+    if name == "convert" and not args[0].endswith(".pth"):
+        args = [str(env["area"] / "notes.pth"), *args]
+    code = main(args)
     line = one_line(capsys.readouterr().err)
     assert code == 2 and line.startswith("error: ") and re.search(message, line), line
     assert snapshot(env["area"]) == before
@@ -354,6 +368,14 @@ def test_overwrite_replaces_only_its_own_outputs(env, tmp_path, capsys):
     assert sorted(os.listdir(reports)) == ["confusion_matrix.png", "mine.txt", "report.json"]
     report = json.loads((reports / "report.json").read_text())
     assert report["format"] == "fer-jax-report/1" and report["count"] == 10
+
+
+def test_make_synthetic_removes_stale_temporaries_and_honours_the_umask(tmp_path):
+    (tmp_path / ".faces.tmp-killed").mkdir()  # what a killed make_synthetic leaves
+    r = tool("make_synthetic", "--layout", "rafdb", "--out", tmp_path / "faces", "--num_train", "7", "--num_test",
+             "7", "--image_size", "32", umask=0o002)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert os.listdir(tmp_path) == ["faces"] and os.stat(tmp_path / "faces").st_mode & 0o777 == 0o775
 
 
 def test_predict_reads_16_bit_png_and_batches(env, tmp_path):

@@ -35,8 +35,9 @@ def predict(model_dir: str, images: list[str], *, order: str | None = None, top:
             ) -> list[list[tuple[str, float]]]:
     """Top-`top` (class, probability) per image; multi-label models give every attribute with p > 0.5.
 
-    Every path is checked before any work; images are then decoded and run `batch_size` at a time (the
-    last batch padded, so that one compiled program serves all), so memory does not grow with their number.
+    Every path and the label order are checked before any work; images are then decoded and run
+    `batch_size` at a time (the last batch padded, so that one compiled program serves all), so memory does
+    not grow with their number.
 
     Raises:
       UserError: unreadable model or image, bad label order, `top` or `batch_size` below 1.
@@ -52,12 +53,14 @@ def predict(model_dir: str, images: list[str], *, order: str | None = None, top:
     trained = meta.get("trained", {})
     pp = trained.get("eval_pp") or "resize({0},{1})|to_float|normalize('imagenet')".format(*spec.image_size)
     chain = transforms.parse(pp)
+    outputs = spec.num_classes(meta["hparams"])
+    names = class_names(meta, outputs, order) if outputs is not None else None  # checked before any work
     step = xla.jit(functools.partial(_logits, module, spec), "eval")
-    names, results = None, []
-    for i in range(0, len(images), batch_size):
-        chunk = images[i:i + batch_size]
+    results, size = [], max(1, min(batch_size, len(images)))
+    for i in range(0, len(images), size):
+        chunk = images[i:i + size]
         batch = np.stack([chain(_open(p), np.random.default_rng(0)) for p in chunk]).astype(np.float32)
-        padded = np.concatenate([batch, np.zeros((batch_size - len(chunk), *batch.shape[1:]), batch.dtype)])
+        padded = np.concatenate([batch, np.zeros((size - len(chunk), *batch.shape[1:]), batch.dtype)])
         logits = np.asarray(step(variables, padded), np.float64)[:len(chunk)]
         names = names or class_names(meta, logits.shape[-1], order)
         results.extend(_ranked(logits, names, trained.get("task") == "multilabel", top))

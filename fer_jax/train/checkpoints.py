@@ -26,7 +26,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from fer_jax import pretrained
-from fer_jax.errors import CheckpointError, ConfigError, check_output_path
+from fer_jax.errors import CheckpointError, ConfigError, check_output_path, remove_stale_temporaries
 
 # Config entries a workdir's checkpoints are tied to: another value would continue them as another run.
 RUN_IDENTITY = ("model", "task", "data.name", "data.options", "data.class_order", "optimizer.name")
@@ -165,3 +165,15 @@ def _difference(key: str, old: Any, new: Any) -> tuple[str, Any, Any] | None:
                 return diff
         return None
     return None if old == new else (key, old, new)
+
+
+def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes the accepted run's config.json (atomically) and removes temporaries a killed run left."""
+    os.makedirs(workdir, exist_ok=True)
+    remove_stale_temporaries(os.path.join(workdir, "best"))
+    path = os.path.join(workdir, "config.json")
+    remove_stale_temporaries(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)

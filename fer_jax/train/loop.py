@@ -16,18 +16,14 @@ import functools
 import json
 import math
 import os
-import signal
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from fer_jax import data, models, pretrained, tasks
-from fer_jax.errors import CheckpointError, ConfigError, Interrupted, UserError, remove_stale_temporaries
+from fer_jax.errors import CheckpointError, ConfigError, Interrupted, UserError
 from fer_jax.evaluate import driver
 from fer_jax.evaluate import metrics as metrics_lib
 from fer_jax.train import checkpoints, optim, parallel, reporting, state as state_lib, steps
@@ -146,48 +142,6 @@ def initial_state(config, workdir, module, spec, task, tx, log) -> tuple[Any, di
     return host, {"epoch": 0, "best": None}, None
 
 
-def prepare_workdir(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Writes the accepted run's config.json (atomically) and removes temporaries a killed run left."""
-    os.makedirs(workdir, exist_ok=True)
-    remove_stale_temporaries(os.path.join(workdir, "best"))
-    path = os.path.join(workdir, "config.json")
-    remove_stale_temporaries(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def learning_rates(schedule: Callable | dict[str, Callable], step: int) -> dict[str, float]:
-    """The learning rate(s) at an optimizer step: {"lr": ...} for one schedule, {"lr/<group>": ...} for a
-    schedule per parameter group."""
-    if isinstance(schedule, dict):
-        return {f"lr/{name}": float(s(jnp.asarray(step))) for name, s in schedule.items()}
-    return {"lr": float(schedule(jnp.asarray(step)))}
-
-
-def _window_sums(window: list[dict], start: dict[str, float] | None = None) -> dict[str, float]:
-    """Sums over a window of step metrics (losses summed over steps; `steps` counts them), added one step
-    at a time in float64 to `start`: a window split by Ctrl-C and resumed sums exactly as the whole one."""
-    sums = dict(start or {})
-    for m in jax.device_get(window):
-        for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-        sums["steps"] = sums.get("steps", 0) + 1
-    return sums
-
-
-def _add(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {*a, *b}}
-
-
-def _means(sums: dict[str, float]) -> dict[str, float]:
-    """Per-step means of the losses and the accuracy of the decisions, from `_window_sums`."""
-    out = {k: v / sums["steps"] for k, v in sorted(sums.items()) if k not in ("correct", "count", "steps")}
-    out["accuracy"] = sums["correct"] / max(sums["count"], 1)
-    return out
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=print) -> dict[str, Any]:
     """Trains and evaluates a recipe in `workdir`.
 
@@ -227,9 +181,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
     host, record, source = initial_state(config, workdir, module, spec, task, tx, log)
     # Everything above can refuse the run and has written nothing; only now is the workdir touched.
     if primary:
-        prepare_workdir(workdir, config)
+        checkpoints.prepare_workdir(workdir, config)
     start = int(host.step)
-    with _StopOnCtrlC(log) as ctrl_c:
+    with reporting.StopOnCtrlC(log) as ctrl_c:
         log(f"{config.model.name} {hparams} on {config.data.name}: {len(train_src)} train / {len(eval_src)} "
             f"{config.data.eval_split} examples, {spe} steps/epoch, steps {start}..{total}, "
             f"{jax.device_count()} device(s) via {config.parallel}")
@@ -263,7 +217,8 @@ class _Run:
         return {"process_index": jax.process_index(), "process_count": jax.process_count(),
                 "num_workers": d.num_workers, "read_threads": d.read_threads, "prefetch": d.prefetch}
 
-    def loop(self, state: Any, start: int, record: dict[str, Any], ctrl_c: _StopOnCtrlC) -> dict[str, Any]:
+    def loop(self, state: Any, start: int, record: dict[str, Any], ctrl_c: reporting.StopOnCtrlC
+             ) -> dict[str, Any]:
         cfg = self.config
         self.epoch_sums, self.pending = record.get("epoch_sums", {}), record.get("pending", {})
         it = data.train_iterator(self.train_src, cfg.data.train_pp, global_batch=cfg.batch_size, seed=cfg.seed,
@@ -314,7 +269,7 @@ class _Run:
         save a checkpoint that every process writes.)"""
         if state is not None and jax.process_count() == 1 and (not self.last_saved or self.last_saved[0] != done):
             if bool(checkpoints.all_finite((state.params, state.batch_stats, state.opt_state))):
-                self.pending = _window_sums(window, self.pending)
+                self.pending = reporting.window_sums(window, self.pending)
                 self.save(done, state, result)
         saved = self.last_saved[0] if self.last_saved else None
         if saved is None:
@@ -341,14 +296,14 @@ class _Run:
                                 f"without saving them; {self.stop_hint()}")
 
     def report_train(self, done: int, window: list[dict]) -> None:
-        sums = _window_sums(window, self.pending)
+        sums = reporting.window_sums(window, self.pending)
         self.pending = {}
-        self.epoch_sums = _add(self.epoch_sums, sums)
-        scalars = _means(sums)
+        self.epoch_sums = reporting.add_sums(self.epoch_sums, sums)
+        scalars = reporting.means(sums)
         if not all(math.isfinite(v) for v in scalars.values()):
             raise TrainingError(f"loss became non-finite ({scalars['loss']}) by step {done}; stopped; "
                                 f"{self.stop_hint()} (or check the data)")
-        rates = learning_rates(self.schedule, done - 1)
+        rates = reporting.learning_rates(self.schedule, done - 1)
         self.writer.write(done, "train", {**scalars, **rates, "images_per_second": self.progress.rate(done)})
         epoch = math.ceil(done / self.spe)
         self.progress.update(done, epoch, math.ceil(self.total / self.spe),
@@ -357,7 +312,7 @@ class _Run:
     def end_of_epoch(self, state: Any, done: int, result: dict, it: Any) -> dict:
         cfg = self.config
         epoch = math.ceil(done / self.spe)
-        train = _means(self.epoch_sums)
+        train = reporting.means(self.epoch_sums)
         self.epoch_sums = {}
         self.writer.write(done, "train_epoch", {**train, "epoch": epoch})
         skipped = f"; {it.num_substituted} unreadable train images replaced" if it.num_substituted else ""
@@ -406,27 +361,3 @@ class _Run:
         with open(f"{path}.tmp-{os.getpid()}", "w") as f:
             json.dump(best, f, indent=2)
         os.replace(f"{path}.tmp-{os.getpid()}", path)
-
-
-class _StopOnCtrlC:
-    """Once the workdir is written: the first Ctrl-C asks the loop to stop after the current step (which it
-    saves); a second one stops at once. Only the main thread can handle signals; elsewhere Ctrl-C stops at
-    once."""
-
-    def __init__(self, log: Callable[[str], Any]):
-        self.log, self.requested, self._previous = log, False, None
-
-    def __enter__(self) -> _StopOnCtrlC:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        self.log("\nCtrl-C: stopping after this step (press it again to stop at once)")
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)

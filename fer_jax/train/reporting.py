@@ -1,14 +1,20 @@
-"""What a user sees during training: a progress line with images/s and ETA, and metric files
-(TensorBoard events and `metrics.jsonl`) in the workdir."""
+"""What a user sees during training: a progress line with images/s and ETA, metric files (TensorBoard
+events and `metrics.jsonl`) in the workdir, the sums behind the logged means, and Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
+
+import jax
+import jax.numpy as jnp
 
 from fer_jax.errors import remove_stale_temporaries
 
@@ -117,3 +123,57 @@ def _truncate(path: str, start: int) -> None:
     with open(tmp, "w") as f:
         f.writelines(kept)
     os.replace(tmp, path)
+
+
+def learning_rates(schedule: Callable | dict[str, Callable], step: int) -> dict[str, float]:
+    """The learning rate(s) at an optimizer step: {"lr": ...} for one schedule, {"lr/<group>": ...} for a
+    schedule per parameter group."""
+    if isinstance(schedule, dict):
+        return {f"lr/{name}": float(s(jnp.asarray(step))) for name, s in schedule.items()}
+    return {"lr": float(schedule(jnp.asarray(step)))}
+
+
+def window_sums(window: list[dict], start: dict[str, float] | None = None) -> dict[str, float]:
+    """Sums over a window of step metrics (losses summed over steps; `steps` counts them), added one step
+    at a time in float64 to `start`: a window split by Ctrl-C and resumed sums exactly as the whole one."""
+    sums = dict(start or {})
+    for m in jax.device_get(window):
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        sums["steps"] = sums.get("steps", 0) + 1
+    return sums
+
+
+def add_sums(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in {*a, *b}}
+
+
+def means(sums: dict[str, float]) -> dict[str, float]:
+    """Per-step means of the losses and the accuracy of the decisions, from `window_sums`."""
+    out = {k: v / sums["steps"] for k, v in sorted(sums.items()) if k not in ("correct", "count", "steps")}
+    out["accuracy"] = sums["correct"] / max(sums["count"], 1)
+    return out
+
+
+class StopOnCtrlC:
+    """Once the workdir is written: the first Ctrl-C asks the loop to stop after the current step (which it
+    saves); a second one stops at once. Only the main thread can handle signals; elsewhere Ctrl-C stops at
+    once."""
+
+    def __init__(self, log: Callable[[str], Any]):
+        self.log, self.requested, self._previous = log, False, None
+
+    def __enter__(self) -> StopOnCtrlC:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.log("\nCtrl-C: stopping after this step (press it again to stop at once)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
