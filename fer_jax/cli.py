@@ -8,7 +8,6 @@ scripts, 130 for an interrupted run.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -68,7 +67,7 @@ def _one_line(e: BaseException) -> str:
         return "; ".join(parts)
     frames = traceback.extract_tb(e.__traceback__)
     if frames and "site-packages" not in frames[-1].filename and not frames[-1].filename.startswith("<"):
-        where = f"{os.path.relpath(frames[-1].filename)} line {frames[-1].lineno}"
+        where = f"{frames[-1].filename} line {frames[-1].lineno}"
         return f"{type(e).__name__}: {'; '.join(parts) or 'raised'} ({where})"
     if isinstance(e, AttributeError) and parts:
         parts[0] = f"unknown config key {parts[0]}"
