@@ -18,11 +18,11 @@ import numpy as np
 from fer_jax import data, models, pretrained, tasks, xla
 from fer_jax.data import labels as labels_lib
 from fer_jax.errors import ConfigError, check_output_path, remove_stale_temporaries
-from fer_jax.evaluate import driver, metrics
+from fer_jax.evaluate import driver, figures, metrics
 
 
 REPORT_FORMAT = "fer-jax-report/1"
-REPORT_FILES = ("report.json", "confusion_matrix.png")
+REPORT_FILES = ("report.json", "confusion_matrix.png", "per_attribute_accuracy.png")
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> str:
@@ -129,25 +129,31 @@ def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str
         report = {"format": REPORT_FORMAT, "model": os.path.abspath(model_dir), "dataset": d.name, "split": split,
                   **result}
         write_report(out_dir, report, source.class_names)
-        log(f"wrote {out_dir}/report.json" + (" and confusion_matrix.png" if "confusion" in result else ""))
+        figure = "confusion_matrix.png" if "confusion" in result else "per_attribute_accuracy.png"
+        log(f"wrote {out_dir}/report.json and {figure}")
     return result
 
 
 def write_report(out_dir: str, report: dict[str, Any], class_names) -> None:
-    """report.json (and confusion_matrix.png) into `out_dir`, each written to a temporary and renamed; a
+    """report.json (and confusion_matrix.png, or a multi-label task's per_attribute_accuracy.png) into `out_dir`, each written to a temporary and renamed; a
     failed write leaves `out_dir` as it was."""
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     for name in REPORT_FILES:
         remove_stale_temporaries(os.path.join(out_dir, name))
     tmp = os.path.join(out_dir, f"report.json.tmp-{os.getpid()}")
-    png = os.path.join(out_dir, f"confusion_matrix.png.tmp-{os.getpid()}")
+    png = os.path.join(out_dir, f"figure.png.tmp-{os.getpid()}")
     try:
         with open(tmp, "w") as f:
             json.dump(report, f, indent=2)
         if "confusion" in report:
             plot_confusion(np.asarray(report["confusion"]), class_names, png)
             os.replace(png, os.path.join(out_dir, "confusion_matrix.png"))
+        elif "per_attribute_accuracy" in report:  # multi-label: FAER's per-attribute chart
+            figures.attribute_accuracy_chart(report["per_attribute_accuracy"], png,
+                                             f"{'/'.join(os.path.normpath(report['model']).split(os.sep)[-2:])} on "
+                                             f"{report['dataset']} {report['split']}")
+            os.replace(png, os.path.join(out_dir, "per_attribute_accuracy.png"))
         os.replace(tmp, os.path.join(out_dir, "report.json"))
     finally:
         for path in (tmp, png):

@@ -24,7 +24,7 @@ import ml_collections
 
 from fer_jax import data, models, pretrained, tasks
 from fer_jax.errors import CheckpointError, ConfigError, Interrupted, UserError
-from fer_jax.evaluate import driver
+from fer_jax.evaluate import driver, figures
 from fer_jax.evaluate import metrics as metrics_lib
 from fer_jax.train import checkpoints, optim, parallel, reporting, state as state_lib, steps
 from fer_jax.train.config import validate
@@ -332,7 +332,7 @@ class _Run:
         name = cfg.best_metric
         if metrics_lib.improves(name, m[name], best[name] if best else None):
             best = {**{k: v for k, v in m.items() if isinstance(v, float)}, "step": done, "epoch": epoch}
-            self.save_best(state, best)
+            self.save_best(state, best, m)
         return {"final": m, "best": best}
 
     def evaluate(self, state: Any, iterator: Any) -> dict:
@@ -344,9 +344,10 @@ class _Run:
         return driver.run(lambda b: self.dp.evaluate(variables, b), (self.dp.put_batch(b) for b in iterator),
                           self.task, ctx)
 
-    def save_best(self, state: Any, best: dict) -> None:
+    def save_best(self, state: Any, best: dict, result: dict) -> None:
         """The best model so far as a model directory: `fer_jax.load_pretrained(workdir/best)`,
-        `porting/export.py workdir/best` and `--config.init_from` all read it."""
+        `porting/export.py workdir/best` and `--config.init_from` all read it. A multi-label task's
+        per-attribute accuracy chart of that evaluation goes with it (`per_attribute_accuracy.png`)."""
         if not self.primary:
             return
         host = self.dp.get_state(state)
@@ -357,6 +358,10 @@ class _Run:
                    "best_metric": cfg.best_metric}
         pretrained.save_pretrained(os.path.join(self.workdir, "best"), cfg.model.name, hparams,
                                    state_lib.model_variables(host), {"trained": trained}, overwrite=True)
+        if "per_attribute_accuracy" in result:
+            figures.attribute_accuracy_chart(
+                result["per_attribute_accuracy"], os.path.join(self.workdir, "best", "per_attribute_accuracy.png"),
+                f"{cfg.model.name} on {cfg.data.name} {cfg.data.eval_split}, epoch {best['epoch']}")
         path = os.path.join(self.workdir, "best_metrics.json")
         with open(f"{path}.tmp-{os.getpid()}", "w") as f:
             json.dump(best, f, indent=2)
