@@ -1,8 +1,11 @@
 """Writes a learnable synthetic face dataset in the exact official layout of RAF-DB, AffectNet, CelebA, ExpW,
-or Emotion-FAN's AFEW and CK+ (face videos).
+Emotion-FAN's AFEW and CK+ (face videos), or FERAtt's CK+ / BU-3DFE (the authors' MATLAB v7.3 files, or the
+CK+ release folders, with 68-point landmarks) and a folder of background pictures for its composites.
 
     python scripts/make_synthetic.py --layout rafdb --out data/synthetic_rafdb --num_train 2000 --num_test 400
     python scripts/make_synthetic.py --layout afew --out data/synthetic_afew --num_train 140 --num_test 70
+    python scripts/make_synthetic.py --layout ck --out data/feratt --num_train 200 --num_test 40
+    python scripts/make_synthetic.py --layout backgrounds --out data/backgrounds --num_train 50
 
 The expression decides the drawn eyes, brows and mouth (CelebA: attributes decide hair, glasses, beard,
 hat, ...; a video is one face whose view drifts from frame to frame); see fer_jax/data/synthetic.py for the
@@ -18,8 +21,10 @@ from absl import app, flags
 
 from fer_jax import cli
 
-_LAYOUT = flags.DEFINE_enum("layout", None, ["rafdb", "affectnet", "celeba", "expw", "afew", "ckplus"],
-                            "Dataset layout to write.")
+_LAYOUT = flags.DEFINE_enum("layout", None, ["rafdb", "affectnet", "celeba", "expw", "afew", "ckplus", "ck",
+                                             "bu3dfe", "ckplus_release", "backgrounds"],
+                            "Dataset layout to write (ck, bu3dfe, ckplus_release: FERAtt's faces; num_test >= 10, "
+                            "the held-out subjects of fold 0).")
 _OUT = flags.DEFINE_string("out", None, "New output directory (must not exist or be empty).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 1000, "Training images (ExpW: faces, see the module docs; AFEW: "
                                                      "videos; CK+: videos of folds 1-9).", lower_bound=1)
@@ -31,7 +36,7 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", None,
                                    "ExpW 96, AFEW and CK+ frames 64; CelebA is always 178x218).", lower_bound=32)
 _VARIANT = flags.DEFINE_string("variant", None,
                                "Layout variant: affectnet 'folders' (default) or 'csv'; celeba 'official' "
-                               "(default) or 'presplit' (FAER).")
+                               "(default) or 'presplit' (FAER); ck / bu3dfe 'mat'; backgrounds 'jpg'.")
 
 
 def main(argv: list[str]) -> None:
