@@ -214,7 +214,8 @@ def _to_iterator(ds: grain.MapDataset, num_workers: int, read_threads: int, pref
     it = ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=prefetch))
     if num_workers > 0:
         _ensure_absl_flags_parsed()
-        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2))
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2),
+                            worker_init_fn=_ignore_sigint)
     return it
 
 
@@ -298,3 +299,11 @@ def eval_iterator(source: Source, preprocess: str | transforms.Chain, *, global_
           .map(EvalExample(source, _parse(preprocess))))
     ds = ds.batch(b, drop_remainder=True)
     return DataIterator(_to_iterator(ds, num_workers, read_threads, prefetch), source, num_batches)
+
+
+def _ignore_sigint(worker_index: int, worker_count: int) -> None:
+    """Workers leave Ctrl-C to the training process, which stops them after saving (one line, no worker
+    traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
