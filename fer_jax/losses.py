@@ -160,3 +160,98 @@ _center_loss_core.defvjp(_center_fwd, _center_bwd)
 def _center_loss(features, labels, centers, axis_name):
     counts = jax.lax.stop_gradient(_center_counts(labels, centers.shape[0], axis_name))
     return _center_loss_core(features, labels.astype(jnp.int32), centers, counts)
+
+
+# --- FERAtt (pedrodiamel/ferattention; shared/reference/feratt.md section 3) ------------------------------
+
+ATT_WEIGHT = 5.0  # Attloss: 5 * clamp(mean, max=30)
+ATT_MAX = 30.0
+DGMM_SIGMA = 0.5  # DGMMLoss(num_classes) in attentionnet.py: the constructor's sigma 0.5
+DGMM_ALPHA = 2.0  # mixup weight ~ Beta(2, 2)
+DGMM_EPS = 1e-15
+
+
+def torch_clamp(x: jax.Array, low: float | None = None, high: float | None = None) -> jax.Array:
+    """torch.clamp with torch's gradient: 1 wherever low <= x <= high, the bounds included (jnp.clip passes
+    0.5 at a bound, where it splits the gradient between x and the bound)."""
+    inside = jnp.ones(x.shape, bool)
+    if low is not None:
+        inside &= x >= low
+    if high is not None:
+        inside &= x <= high
+    return jnp.where(inside, x, jnp.clip(x, low, high))
+
+
+def torch_abs(x: jax.Array) -> jax.Array:
+    """|x| with torch's gradient sign(x), i.e. 0 at x = 0 (jax.grad(jnp.abs)(0.) is 1)."""
+    return x * jnp.sign(x)
+
+
+def attention_loss(x_org: jax.Array, att: jax.Array) -> jax.Array:
+    """FERAtt's `Attloss`: 5 * clamp(mean over every element of tanh(3 |x_org - att|), max=30).
+
+    Upstream writes the bracket as (e^{6|d|} - 1) / (e^{6|d|} + 1), which is tanh(3|d|); that form overflows
+    to inf / inf = NaN for |d| > ~14.8 in float32, and loses relative precision to cancellation for tiny |d|
+    (~1e-16 / 6|d|); tanh has neither problem. The clamp never binds (the mean of tanh is below 1): it is
+    kept with torch's gradient for the record.
+
+    Args:
+      x_org: the clean face, [B, H, W, 3] in [0, 1].
+      att: the network's attention image `att`, same shape.
+    """
+    return ATT_WEIGHT * torch_clamp(jnp.mean(jnp.tanh(3.0 * torch_abs(x_org - att))), high=ATT_MAX)
+
+
+def attention_loss_per_example(x_org: jax.Array, att: jax.Array) -> jax.Array:
+    """[B]: `attention_loss` of each example alone (their mean is the batch's loss, the clamp never binding)."""
+    axes = tuple(range(1, att.ndim))
+    return ATT_WEIGHT * jnp.mean(jnp.tanh(3.0 * torch_abs(x_org - att)), axis=axes)
+
+
+def feratt_loss(logits: jax.Array, labels: jax.Array, att: jax.Array, x_org: jax.Array
+                ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """FERAtt's training loss (`--loss attloss`): CE(y, label) + attention loss of `att` against `x_org`."""
+    terms = {"ce": cross_entropy(logits, labels), "att": attention_loss(x_org, att)}
+    return terms["ce"] + terms["att"], terms
+
+
+def dgmm_draws(key: jax.Array, batch: int, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+    """DGMMLoss's mixup draws: (lambda ~ Beta(2, 2), a permutation of the batch)."""
+    k_lam, k_perm = jax.random.split(key)
+    return (jax.random.beta(k_lam, DGMM_ALPHA, DGMM_ALPHA, dtype=dtype),
+            jax.random.permutation(k_perm, batch))
+
+
+def dgmm_loss(z: jax.Array, labels: jax.Array, num_classes: int, lam: jax.Array | None = None,
+              perm: jax.Array | None = None, sigma: float = DGMM_SIGMA) -> jax.Array:
+    """FERAtt+Rep's `DGMMLoss` (deep Gaussian mixture in the embedding space), as upstream computes it.
+
+    With mixup (`lam`, `perm` given; upstream's default `mix=True`), the batch is extended by
+    z * lam + z[perm] * (1 - lam) with *float* labels y * lam + y[perm] * (1 - lam). For every class c with
+    at least one member (label == c exactly: a mixed sample matches a class only if its float label comes
+    out exactly integral), mu_c is the mean of its members over the extended batch and
+    p_ic = exp(-|z_i - mu_c|^2 / (2 sigma^2)) (0 for a class without members); p is normalised over the
+    classes (+1e-15), clamped to [0, 1] (torch's gradient at the bounds), and the loss is
+    mean_i sum_c (p_ic - onehot_ic)^2; mixed samples matching no class have an all-zero one-hot row.
+    Everything is elementwise (no matmul), so no backend-dependent matmul precision enters.
+
+    Args:
+      z: [B, D] embeddings.
+      labels: [B] class indices.
+      num_classes: C (upstream passes the network's class count).
+      lam, perm: the mixup draws (`dgmm_draws`); None for no mixup.
+      sigma: the Gaussians' scale.
+    """
+    y = labels.astype(z.dtype)
+    if lam is not None:
+        lam = jnp.asarray(lam, z.dtype)
+        z = jnp.concatenate([z, z * lam + z[perm] * (1 - lam)])
+        y = jnp.concatenate([y, y * lam + y[perm] * (1 - lam)])
+    member = y[:, None] == jnp.arange(num_classes, dtype=z.dtype)[None, :]  # [N, C]
+    counts = jnp.sum(member, axis=0)
+    sums = jnp.sum(jnp.where(member[:, :, None], z[:, None, :], 0.0), axis=0)  # [C, D]
+    mu = sums / jnp.maximum(counts, 1).astype(z.dtype)[:, None]
+    dist = jnp.sum((z[:, None, :] - mu[None, :, :]) ** 2, axis=-1)  # [N, C]
+    p = jnp.where(counts[None, :] > 0, jnp.exp(-dist / (2.0 * sigma ** 2)), 0.0)
+    p = torch_clamp(p / (jnp.sum(p, axis=1, keepdims=True) + DGMM_EPS), 0.0, 1.0)
+    return jnp.mean(jnp.sum((p - member.astype(z.dtype)) ** 2, axis=1))

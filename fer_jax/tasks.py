@@ -278,8 +278,146 @@ class VideoClassification(Classification):
         return result
 
 
+# --- FERAtt (pedrodiamel/ferattention; shared/reference/feratt.md sections 3 and 7) ----------------------
+
+
+def paper_scores(confusion: np.ndarray) -> dict[str, Any]:
+    """The columns of FERAtt's tables, as its eval.py computes them with scikit-learn: macro precision and
+    macro recall over the labels that occur in the truth *or* the predictions (a class never predicted has
+    precision 0, a predicted class with no example recall 0), and F1 = 2 P R / (P + R) of those two macro
+    averages (not the mean of per-class F1 scores); 0 where a denominator is 0.
+
+    Args:
+      confusion: [K, K] counts, rows true class, columns predicted class.
+    """
+    confusion = np.asarray(confusion, np.int64)
+    tp = np.diag(confusion).astype(np.float64)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    labels = (support > 0) | (predicted > 0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    p = float(precision[labels].mean()) if labels.any() else 0.0
+    r = float(recall[labels].mean()) if labels.any() else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r > 0 else 0.0,
+            "per_class_precision": precision.tolist()}
+
+
+def batch_key(batch: Mapping[str, Array], axis_name: str | None = None) -> Array:
+    """A PRNG key derived from the batch's contents, equal on every device and to the key of the same global
+    batch on one device: the wrapping uint32 sum of the bits of every input image and label (a sum, so it
+    does not depend on how the batch is split over devices).
+
+    The training step hands a task no random key; the composites differ at every step, so their bits serve
+    as the seed of FERAtt+Rep's mixup draws (deterministic given the data, as the data is given the seed).
+    """
+    total = jnp.zeros((), jnp.uint32)
+    for key in sorted(batch):
+        value = batch[key]
+        if key == "mask" or not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype,
+                                                                                             jnp.integer)):
+            continue
+        bits = jax.lax.bitcast_convert_type(value.astype(jnp.float32), jnp.uint32) \
+            if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.uint32)
+        total = total + jnp.sum(bits, dtype=jnp.uint32)
+    if axis_name:
+        total = jax.lax.psum(total, axis_name)
+    return jax.random.key(total)
+
+
+@dataclasses.dataclass(frozen=True)
+class FERAtt(Classification):
+    """FERAtt+Cls and FERAtt+Rep+Cls (`torchlib/attentionnet.py`: AttentionNeuralNet, AttentionGMMNeuralNet).
+
+    Loss: CE(y, label) + 5 * clamp(mean tanh(3 |x_org - att|), 30) (`fer_jax.losses.feratt_loss`), against
+    the clean face the batch carries as "x_org"; with `dgmm`, + the DGMM loss on the embedding "z"
+    (`fer_jax.losses.dgmm_loss`, mixup on). The logged "loss" is that sum; the objective differentiated is
+    the sum x the *global* batch size when `scale_by_batch` (attnet's `(loss * batch_size).backward()`;
+    attgmmnet calls `loss.backward()`). Under pmap (`axis_name`) each device holds B / D examples and the
+    training step averages the devices' gradients, so each device multiplies its loss by the global B:
+    the mean of the devices' gradients is then the gradient of upstream's (CE + Latt) * B on the whole
+    batch. The DGMM term needs the class means of the whole (mixed) batch: under pmap the embeddings and
+    labels of every device are gathered, each device computes the global term, and the gradients that flow
+    back through the gather sum to D times each device's share, which the step's average brings back to the
+    global gradient. The mixup draws come from `batch_key` (the step gives a task no key).
+
+    Evaluation: accuracy, balanced accuracy, the paper's precision, recall and F1 (`paper_scores`), the
+    confusion matrix, and the mean CE; with "x_org" in the batch (synthetic composites) also the mean
+    attention loss, and "loss" is CE + attention loss as upstream's validation logs it (without the DGMM
+    term, which depends on the batch and its random draws).
+
+    Attributes:
+      scale_by_batch: differentiate loss x global batch size (FERAtt+Cls) or the loss (FERAtt+Rep+Cls).
+      dgmm: add the DGMM loss on the output "z" (FERAtt+Rep+Cls).
+      mixup: DGMMLoss's mixup (upstream's default, True).
+    """
+
+    scale_by_batch: bool = True
+    dgmm: bool = False
+    mixup: bool = True
+
+    def loss(self, outputs, logits, batch, aux, axis_name=None):
+        needed = ("att", "z") if self.dgmm else ("att",)
+        missing = [k for k in needed if k not in outputs]
+        if missing:
+            raise ConfigError(f"task feratt{' with dgmm' if self.dgmm else ''} needs the model output "
+                              f"{missing[0]!r}; the model gives {list(outputs)} (use model.name feratt"
+                              f"{'_rep' if self.dgmm else ' or feratt_rep'})")
+        if "x_org" not in batch:
+            raise ConfigError("task feratt needs the clean face 'x_org' in each example: train on a FERAtt "
+                              "synthetic dataset (ck_synthetic, bu3dfe_synthetic, ckplus_release_synthetic)")
+        logits, att = at_least_float32(logits), at_least_float32(outputs["att"])
+        total, terms = losses.feratt_loss(logits, batch["label"], att, batch["x_org"].astype(att.dtype))
+        if self.dgmm:
+            terms["dgmm"] = self._dgmm(at_least_float32(outputs["z"]), batch, logits.shape[-1], axis_name)
+            total = total + terms["dgmm"]
+        terms["loss"] = total
+        if not self.scale_by_batch:
+            return total, terms
+        size = batch["label"].shape[0] * (jax.lax.psum(1, axis_name) if axis_name else 1)
+        return total * size, terms
+
+    def _dgmm(self, z: Array, batch: Mapping[str, Array], num_classes: int, axis_name: str | None) -> Array:
+        labels = batch["label"]
+        if axis_name:
+            z = jax.lax.all_gather(z, axis_name, tiled=True)
+            labels = jax.lax.all_gather(labels, axis_name, tiled=True)
+        lam = perm = None
+        if self.mixup:
+            lam, perm = losses.dgmm_draws(batch_key(batch, axis_name), z.shape[0], z.dtype)
+        return losses.dgmm_loss(z, labels, num_classes, lam, perm)
+
+    def eval_batch(self, forward, batch):
+        outputs, logits = forward(batch)
+        labels, mask = batch["label"], batch["mask"]
+        k = logits.shape[-1]
+        confusion = jnp.zeros((k, k), jnp.int32).at[labels, jnp.argmax(logits, -1)].add(mask.astype(jnp.int32))
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        sums = {"confusion": confusion, "count": jnp.sum(mask.astype(jnp.int32)),
+                "ce_sum": jnp.sum(jnp.where(mask, ce, 0.0))}
+        loss = ce
+        if "x_org" in batch:
+            att = at_least_float32(outputs["att"])
+            att_loss = losses.attention_loss_per_example(batch["x_org"].astype(att.dtype), att)
+            sums["att_sum"] = jnp.sum(jnp.where(mask, att_loss, 0.0))
+            loss = ce + att_loss
+        sums["loss_sum"] = jnp.sum(jnp.where(mask, loss, 0.0))
+        return {"sums": sums}
+
+    def metrics(self, sums, examples, context):
+        result = metrics_lib.from_sums(sums, context.class_names)
+        scores = paper_scores(sums["confusion"])
+        names = list(context.class_names)
+        result.update({k: v for k, v in scores.items() if k != "per_class_precision"},
+                      per_class_precision=dict(zip(names, scores["per_class_precision"])))
+        count = max(int(sums["count"]), 1)
+        result["ce"] = float(sums["ce_sum"]) / count
+        if "att_sum" in sums:
+            result["att"] = float(sums["att_sum"]) / count
+        return result
+
+
 TASKS = {"classification": Classification, "multilabel": MultiLabel, "dan": Dan, "center": CenterLoss,
-         "video": VideoClassification}
+         "video": VideoClassification, "feratt": FERAtt}
 
 
 def create(cfg: ml_collections.ConfigDict) -> Classification:

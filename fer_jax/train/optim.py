@@ -7,8 +7,9 @@ steps). Upstream schedulers step once per *epoch*, so every schedule here is a s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -27,9 +28,55 @@ def torch_sgd(learning_rate: optax.ScalarOrSchedule, momentum: float = 0.0, weig
                        optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov))
 
 
+class TorchAMSGradState(NamedTuple):
+    """State of `scale_by_torch_amsgrad`: torch's `step`, `exp_avg`, `exp_avg_sq`, `max_exp_avg_sq`."""
+
+    count: jax.Array
+    mu: optax.Updates
+    nu: optax.Updates
+    nu_max: optax.Updates
+
+
+def scale_by_torch_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """The direction of torch.optim.Adam(amsgrad=True), to be scaled by -lr.
+
+    torch keeps the running maximum of the *raw* second moment and bias-corrects afterwards:
+    m <- m + (1 - b1) (g - m); v <- b2 v + (1 - b2) g^2; v_max <- max(v_max, v); direction
+    (m / (sqrt(v_max) / sqrt(1 - b2^t) + eps)) / (1 - b1^t). `optax.amsgrad` takes the maximum of the
+    bias-corrected moment instead, which differs (3.2e-2 over 12 steps: shared/reference/jax_platform.md
+    section 7). A parameter whose gradient stays 0 keeps m = v = 0 and moves by exactly 0.
+    """
+
+    def init_fn(params):
+        zeros = lambda: jax.tree.map(jnp.zeros_like, params)  # noqa: E731
+        return TorchAMSGradState(jnp.zeros((), jnp.int32), zeros(), zeros(), zeros())
+
+    def update_fn(updates, state, params=None):
+        del params
+        count = optax.safe_increment(state.count)
+        mu = jax.tree.map(lambda m, g: m + (1 - b1) * (g - m), state.mu, updates)  # torch: exp_avg.lerp_
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        nu_max = jax.tree.map(jnp.maximum, state.nu_max, nu)
+
+        def direction(m, v_max):
+            # 1 - b^t as -expm1(t log b): torch computes the bias corrections in double precision (Python
+            # floats); in float32, 1 - 0.999^t would be off by 1.3e-5 (relative) at t = 1, this by ~1e-7.
+            t = count.astype(m.dtype)
+            denom = jnp.sqrt(v_max) / jnp.sqrt(-jnp.expm1(t * math.log(b2))) + eps
+            return m / denom / -jnp.expm1(t * math.log(b1))
+
+        return jax.tree.map(direction, mu, nu_max), TorchAMSGradState(count, mu, nu, nu_max)
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def torch_adam(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-               weight_decay: float = 0.0) -> optax.GradientTransformation:
-    """torch.optim.Adam: weight decay is coupled L2 (added to the gradient), unlike AdamW."""
+               weight_decay: float = 0.0, amsgrad: bool = False) -> optax.GradientTransformation:
+    """torch.optim.Adam: weight decay is coupled L2 (added to the gradient), unlike AdamW; `amsgrad` as
+    torch's (`scale_by_torch_amsgrad`), not optax.amsgrad."""
+    if amsgrad:
+        return optax.chain(optax.add_decayed_weights(weight_decay), scale_by_torch_amsgrad(b1, b2, eps),
+                           optax.scale_by_learning_rate(learning_rate))
     return optax.chain(optax.add_decayed_weights(weight_decay), optax.adam(learning_rate, b1, b2, eps))
 
 
@@ -100,10 +147,15 @@ def freeze(tx: optax.GradientTransformation, frozen: Sequence[str]) -> optax.Gra
 
 
 def _base_optimizer(opt: ml_collections.ConfigDict, schedule: optax.ScalarOrSchedule) -> optax.GradientTransformation:
+    amsgrad = opt.get("amsgrad", False)
+    if not isinstance(amsgrad, bool):
+        raise ConfigError(f"optimizer.amsgrad={amsgrad!r}: use True or False")
+    if amsgrad and opt.name != "adam":
+        raise ConfigError(f"optimizer.amsgrad=True is an option of adam, not of {opt.name!r}")
     if opt.name == "sgd":
         return torch_sgd(schedule, opt.momentum, opt.weight_decay, opt.get("nesterov", False))
     if opt.name == "adam":
-        return torch_adam(schedule, *opt.betas, opt.eps, opt.weight_decay)
+        return torch_adam(schedule, *opt.betas, opt.eps, opt.weight_decay, amsgrad=amsgrad)
     if opt.name == "adamw":
         return torch_adamw(schedule, *opt.betas, opt.eps, opt.weight_decay)
     raise ConfigError(f"unknown optimizer.name {opt.name!r}; use sgd, adam or adamw")
