@@ -86,6 +86,10 @@ class ArchSpec:
       prefix: the key prefix of the files upstream's training writes (DataParallel's "module."), used when
         exporting a model trained here.
       layouts: other namings of the same weights that users hold (timm's ConvNeXt), recognised by their keys.
+      check_size: image side of the conversion's parity batch (None: the network's upstream input size). A
+        fully convolutional network with global pooling uses every weight the same way at any size, and torch's
+        float64 depthwise convolutions make a 224 px check of ConvNeXt-base take a minute (64 px: seconds);
+        the full-size parity is in the test suite.
       aliases: (alias module prefix, canonical prefix) pairs: modules registered twice upstream (FERAtt's
         encoder), so the state_dict holds each tensor under both names. One copy is loaded (after checking
         that both are identical) and export writes both.
@@ -101,6 +105,7 @@ class ArchSpec:
     torch_inputs: Callable[[Mapping[str, np.ndarray]], tuple[np.ndarray, ...]] = lambda ex: (nchw(ex["image"]),)
     prefix: str = ""
     layouts: tuple[Layout, ...] = ()
+    check_size: int | None = None
     aliases: tuple[tuple[str, str], ...] = ()
 
     def extras_for(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,10 +268,10 @@ ARCHS: dict[str, ArchSpec] = {
     # best_acc, optimizer}) and timm's weights (.pth or .safetensors, bare or under `net.`).
     "convnext": ArchSpec(name="convnext", infer=_convnext_infer, reference=reference.ConvNeXt,
                          weights_key="state_dict", container_extras={"epoch": 0}, prefix="module.",
-                         layouts=(TIMM_CONVNEXT,)),
+                         layouts=(TIMM_CONVNEXT,), check_size=64),
     # FAER's save_checkpoint: {epoch, state_dict (module.), best_acc (best error), optimizer}.
     "faer": ArchSpec(name="faer", infer=_convnext_infer, reference=reference.FAER, weights_key="state_dict",
-                     container_extras={"epoch": 0}, prefix="module."),
+                     container_extras={"epoch": 0}, prefix="module.", check_size=64),
     # FERAtt's AttentionNeuralNetAbstract.save: the encoder registered twice (216 aliased keys).
     "feratt": ArchSpec(name="feratt", infer=_feratt_infer, reference=_feratt_reference(False),
                        weights_key="state_dict", container_extras=_feratt_extras("ferattention"),

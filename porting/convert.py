@@ -129,7 +129,7 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
 def check_parity(spec: archs.ArchSpec, hparams: dict[str, Any], state_dict: dict[str, np.ndarray],
                  variables: Any, log) -> dict[str, Any]:
     """Runs the reference and the converted model on one random batch; raises if an output disagrees."""
-    example = models.spec(spec.name).example_inputs(2)
+    example = models.spec(spec.name).example_inputs(2, spec.check_size)
     shapes = ", ".join(f"{k} {list(v.shape)}" for k, v in example.items())
     log(f"parity against the torch reference (eval mode, {shapes}, seed 0):")
     checks = verify.parity(spec, hparams, state_dict, variables)

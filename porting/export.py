@@ -40,7 +40,8 @@ def state_dict_from_directory(directory: str, default_num_batches_tracked: int =
     _, kinds, _ = flax_target(spec.name, meta["hparams"])
     flat = mapping.flax_to_torch(variables, kinds, num_batches_tracked=meta.get("num_batches_tracked"),
                                  default_num_batches_tracked=default_num_batches_tracked)
-    ref = spec.reference(**meta["hparams"])
+    with torch.device("meta"):  # shapes and key order only; the load below assigns the real tensors
+        ref = spec.reference(**meta["hparams"])
     order = list(ref.state_dict())
     # a module upstream registers twice gets both names for one tensor, as torch.save keeps shared storage
     tensors = spec.with_aliases({k: torch.from_numpy(np.array(v)) for k, v in flat.items()})
@@ -49,7 +50,7 @@ def state_dict_from_directory(directory: str, default_num_batches_tracked: int =
                               f"(extra {sorted(set(tensors) - set(order))[:4]}, missing "
                               f"{sorted(set(order) - set(tensors))[:4]})")
     state_dict = {k: tensors[k] for k in order}
-    ref.load_state_dict(state_dict, strict=True)  # the proof that upstream can load it
+    ref.load_state_dict(state_dict, strict=True, assign=True)  # the proof that upstream can load it
     return meta, state_dict
 
 

@@ -45,9 +45,10 @@ def fp32_bound(torch32: Any, torch64: Any) -> float:
 def torch_module(spec: ArchSpec, hparams: Mapping[str, Any], state_dict: Mapping[str, np.ndarray],
                  dtype: str = "float32") -> torch.nn.Module:
     """The reference model with `state_dict` loaded strictly, in eval mode, in `dtype`."""
-    model = spec.reference(**hparams)
+    with torch.device("meta"):  # no initialisation of weights that the load replaces (seconds for FAER-base)
+        model = spec.reference(**hparams)
     full = spec.with_aliases(state_dict)  # a module registered twice upstream loads under both names
-    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in full.items()}, strict=True)
+    model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in full.items()}, strict=True, assign=True)
     return model.to(DTYPES[dtype][1]).eval()
 
 
@@ -110,7 +111,7 @@ def parity(spec: ArchSpec, hparams: Mapping[str, Any], state_dict: Mapping[str, 
            *, batch: int = 2, seed: int = 0, image_size: tuple[int, int] | None = None) -> list[OutputCheck]:
     """Eval-mode parity of converted `variables` against the reference model holding `state_dict`, on one
     standard-normal batch, float32 and float64 on both sides (module docstring)."""
-    example = random_example(spec.name, batch, image_size, seed)
+    example = random_example(spec.name, batch, image_size or spec.check_size, seed)
     results: dict[str, dict[str, list[np.ndarray]]] = {}
     for dtype in ("float32", "float64"):
         ex = {k: v.astype(DTYPES[dtype][0]) for k, v in example.items()}

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import load_recipe
 from fer_jax import load_pretrained, tasks
-from fer_jax.data import make_synthetic, synthetic as synthetic_data
+from fer_jax.data import create_source, make_synthetic, synthetic as synthetic_data
 from fer_jax.train import config as config_lib
 from fer_jax.train import optim
 from fer_jax.train.loop import train_and_evaluate
@@ -81,15 +81,20 @@ def test_smoke_recipes_train_and_evaluate(name, dataset, roots, tmp_path):
 
 @pytest.mark.slow
 def test_faer_cpu_recipe_learns_synthetic_celeba(tmp_path):
-    """The drawn attributes (hair, glasses, beard, ...) are learnt; the undrawn ones are coin flips and stay
-    at chance. Measured: drawn 0.77, undrawn 0.50 after 4 epochs of 1000 images (3 min)."""
+    """The attributes the generator draws (hair, glasses, beard, ...) are learnt beyond what predicting each
+    one's majority value gives; the undrawn ones are coin flips. Measured: after 3 epochs of 640 images
+    (~2 min) drawn 0.72 against a majority baseline of ~0.60, Male 1.00 (majority 0.44); after 4 epochs of 1000
+    images drawn 0.77, undrawn 0.50."""
     root = make_synthetic("celeba", str(tmp_path / "celeba"), num_train=640, num_test=160, seed=5)
     c = load_recipe("faer_celeba", "cpu")
     c.data.root = root
     c.num_epochs = 3
     result = train_and_evaluate(c, str(tmp_path / "run"), log=lambda *a: None)
     per = result["final"]["per_attribute_accuracy"]
-    drawn = np.mean([per[k] for k in synthetic_data.CELEBA_DRAWN])
-    undrawn = np.mean([v for k, v in per.items() if k not in synthetic_data.CELEBA_DRAWN])
-    assert drawn >= 0.68 and per["Male"] >= 0.9 and per["Eyeglasses"] >= 0.85, (drawn, per)
-    assert abs(undrawn - 0.5) < 0.08
+    train, test = (np.asarray(create_source("celeba", root, split).labels) for split in ("train", "test"))
+    majority = dict(zip(per, (test == (train.mean(0) > 0.5)).mean(0)))
+    drawn = list(synthetic_data.CELEBA_DRAWN)
+    ours = np.mean([per[k] for k in drawn])
+    baseline = np.mean([majority[k] for k in drawn])
+    assert ours >= baseline + 0.08 and per["Male"] >= 0.9 and per["Male"] >= majority["Male"] + 0.3, (ours, baseline, per)
+    assert abs(np.mean([v for k, v in per.items() if k not in drawn]) - 0.5) < 0.08
