@@ -351,6 +351,8 @@ class FERAtt(Classification):
       mixup: DGMMLoss's mixup (upstream's default, True).
     """
 
+    kind = "feratt"  # multiclass metrics and the paper's precision, recall and F1 (a `best_metric` each)
+
     scale_by_batch: bool = True
     dgmm: bool = False
     mixup: bool = True
@@ -410,7 +412,8 @@ class FERAtt(Classification):
         result.update({k: v for k, v in scores.items() if k != "per_class_precision"},
                       per_class_precision=dict(zip(names, scores["per_class_precision"])))
         count = max(int(sums["count"]), 1)
-        result["ce"] = float(sums["ce_sum"]) / count
+        if "ce_sum" in sums:
+            result["ce"] = float(sums["ce_sum"]) / count
         if "att_sum" in sums:
             result["att"] = float(sums["att_sum"]) / count
         return result

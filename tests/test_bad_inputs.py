@@ -135,8 +135,8 @@ REFUSED = {
                                       "model.num_class=8 but the rafdb train split has 7 classes"),
     "train_zero_steps": Case("train", (*TRAIN_NEW, "--config.num_train_steps=0"), 1,
                              r"num_train_steps=0: use a positive integer, or -1"),
-    "train_unknown_best_metric": Case("train", (*TRAIN_NEW, "--config.best_metric=f1"), 1,
-                                      r"best_metric='f1' is not an evaluation metric; use one of accuracy \(higher "
+    "train_unknown_best_metric": Case("train", (*TRAIN_NEW, "--config.best_metric=top5"), 1,
+                                      r"best_metric='top5' is not an evaluation metric; use one of accuracy \(higher "
                                       r"is better\).* loss \(lower is better\)"),
     "train_best_metric_of_another_task": Case("train", (*TRAIN_NEW, "--config.best_metric=mean_attribute_accuracy"),
                                               1, "not reported by a multiclass task"),

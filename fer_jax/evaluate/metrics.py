@@ -20,12 +20,19 @@ DIRECTIONS = {
     "accuracy": "max",
     "balanced_accuracy": "max",
     "mean_attribute_accuracy": "max",
+    "precision": "max",
+    "recall": "max",
+    "f1": "max",
     "loss": "min",
+    "ce": "min",
+    "att": "min",
 }
 # The headline metrics of each kind of task (`Task.kind`): what `from_sums` returns as floats.
 BY_KIND = {
     "multiclass": ("accuracy", "balanced_accuracy", "loss"),
     "multilabel": ("mean_attribute_accuracy", "loss"),
+    # FERAtt: the paper's table columns and its loss terms (att only when the data carries the clean face)
+    "feratt": ("accuracy", "balanced_accuracy", "loss", "precision", "recall", "f1", "ce", "att"),
 }
 
 
