@@ -121,16 +121,10 @@ class ArchSpec:
         return None
 
     def with_aliases(self, state_dict: Mapping[str, Any]) -> dict[str, Any]:
-        """`state_dict` (canonical keys) with every alias added back as the same tensor, in upstream's order
-        (the reference's own key order)."""
-        if not self.aliases:
-            return dict(state_dict)
+        """`state_dict` (canonical keys) with every alias added back as the same value."""
         out = dict(state_dict)
-        for canonical_prefix in (c for _, c in self.aliases):
-            for key in list(state_dict):
-                if key.startswith(canonical_prefix + "."):
-                    alias = next(a for a, c in self.aliases if c == canonical_prefix) + key[len(canonical_prefix):]
-                    out[alias] = state_dict[key]
+        for alias, canonical in self.aliases:
+            out.update({alias + k[len(canonical):]: v for k, v in state_dict.items() if k.startswith(canonical + ".")})
         return out
 
 

@@ -19,6 +19,7 @@ import torch
 from flax import linen as nn
 
 import parity
+import torch_helpers
 from fer_jax import xla
 from fer_jax.models import convnext
 from fer_jax.models.convnext import ConvNeXt, DropPath
@@ -33,12 +34,9 @@ VARIANT, SIZE, BATCH, NUM_CLASSES = "tiny", 64, 2, 10  # fast tier: stage-4 map 
 
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """torch on one thread: on this busy 2-core machine two OpenMP threads wait on each other (measured: the
-    tiny FAER's float64 reference forward 0.44 s on one thread, 7.3 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """Every test here runs torch on one thread (torch_helpers.one_torch_thread)."""
+    with torch_helpers.one_torch_thread():
+        yield
 
 
 def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:

@@ -13,7 +13,6 @@ SGD steps not at all (why: `check_train`).
 from __future__ import annotations
 
 import ast
-import contextlib
 import functools
 import pathlib
 
@@ -26,6 +25,7 @@ import torch
 from flax import linen as nn
 
 import parity
+import torch_helpers
 from fer_jax.models.emotion_fan import UNUSED_HEADS, EmotionFAN
 from fer_jax.train import optim
 from porting import mapping, reference
@@ -38,19 +38,7 @@ PAD_AT = (2, 7)  # where the Flax call gets padding frames (video -1)
 LISTING = pathlib.Path(__file__).parent / "fixtures" / "upstream_keys" / "keys_emotion_fan.txt"
 
 
-@contextlib.contextmanager
-def one_torch_thread():
-    """Runs torch on one thread: these tensors are tiny, and on a busy machine two OpenMP threads wait on
-    each other (measured: a torch training run 0.8 s on one thread, 6-17 s on two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-@one_torch_thread()
+@torch_helpers.one_torch_thread()
 def random_fan(at_type: str, seed: int = 0, size: int = SIZE) -> reference.ResNetAT:
     """ResNetAT with seeded weights *and* non-trivial BatchNorm state.
 
@@ -135,7 +123,7 @@ def test_conversion_round_trip():
 # ---------------------------------------------------------------- eval: first and second level
 
 
-@one_torch_thread()
+@torch_helpers.one_torch_thread()
 def torch_eval(tmodel: reference.ResNetAT, images: np.ndarray) -> dict[str, np.ndarray]:
     """As upstream's `val`: first level over all frames, the index matrix of VIDEO, then 'pred' (self
     attention) and 'second_level' (relation attention) on the same weights (the key sets are equal)."""
@@ -278,7 +266,7 @@ def batches(dtype) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(x * (1 + 0.1 * i), np.roll(y, i)) for i in range(STEPS)]
 
 
-@one_torch_thread()
+@torch_helpers.one_torch_thread()
 def torch_train(tmodel: reference.ResNetAT, dtype) -> dict:
     """Upstream's training step, dropout off: first-step logits, running stats, dropout inputs and
     gradients, then the parameters and running stats after STEPS steps of SGD."""

@@ -15,7 +15,6 @@ the fast tier runs it at batch 2, one compile per (variant, dtype, mode).
 from __future__ import annotations
 
 import ast
-import contextlib
 import pathlib
 
 import jax
@@ -43,17 +42,6 @@ CASES = {  # id: (listing, reference constructor, Flax module, output names in u
 }
 PARAM_COUNTS = {"cls8": 46_305_737, "cls7": 46_302_059, "rep8": 46_318_313}  # the listings' headers
 NUM_ALIASES = 216
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Torch on one thread: the machine's two cores are shared, and two OpenMP threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def read_listing(name: str) -> list[tuple[str, list[int], str, str | None]]:
@@ -148,7 +136,7 @@ def test_upsample_matches_torch_interpolate(shape):
 # ---------------------------------------------------------------- conversion and parity
 
 
-@one_torch_thread()
+@torch_helpers.one_torch_thread()
 def reference_model(case: str, seed: int) -> torch.nn.Module:
     """The reference with random weights and calibrated-then-perturbed BatchNorm statistics (float32)."""
     x = torch.rand(4, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed + 100))
@@ -165,7 +153,7 @@ def convert(tmodel: torch.nn.Module, case: str):
     return module, jax.tree.map(lambda a: np.asarray(a, np.float64), variables), kinds, report, sd
 
 
-@one_torch_thread()
+@torch_helpers.one_torch_thread()
 def torch_run(tmodel: torch.nn.Module, x: np.ndarray, dtype: torch.dtype, train: bool):
     """(outputs NHWC, the classifier's layer4 map NHWC, running stats after the forward) of a copy."""
     model = parity.torch_copy(tmodel, dtype).train(train)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -78,3 +79,16 @@ def assert_state_dicts_equal(a: dict[str, Any], b: dict[str, Any]) -> None:
     for k in a:
         assert a[k].dtype == b[k].dtype, f"{k}: dtype {a[k].dtype} != {b[k].dtype}"
         assert torch.equal(a[k], b[k]), f"{k}: values differ"
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Runs torch on one thread (also a decorator): the parity tensors are small, and on this busy 2-core
+    machine two OpenMP threads wait on each other (measured: a torch training run 0.8 s on one thread, 6-17 s
+    on two; the tiny FAER's float64 forward 0.44 s against 7.3 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

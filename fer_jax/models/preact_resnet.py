@@ -23,6 +23,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.layers import BatchNorm, torch_linear_init
+from fer_jax.models.resnet import ResLayer
 
 # Blocks per layer of preactresnet18 (the only depth FERAtt builds).
 STAGE_SIZES = (2, 2, 2, 2)
@@ -77,23 +78,6 @@ class PreActBlock(nn.Module):
         return conv(self.planes, name="conv2")(out) + shortcut
 
 
-class PreActLayer(nn.Module):
-    """`layerK`: a Sequential of PreActBlocks named "0", "1", ...; the first carries the stride."""
-
-    planes: int
-    blocks: int
-    stride: int
-    axis_name: str | None = None
-    dtype: Any = None
-
-    @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        for i in range(self.blocks):
-            x = PreActBlock(self.planes, self.stride if i == 0 else 1, self.axis_name, self.dtype,
-                            name=str(i))(x, train=train)
-        return x
-
-
 class PreActResNet18(nn.Module):
     """Pre-activation ResNet18 (He et al., 2016) in FERAtt's variant, NHWC.
 
@@ -122,8 +106,8 @@ class PreActResNet18(nn.Module):
         c = self.initial_channels
         x = torch_conv(c, 3, x.shape[-1], padding=1, use_bias=False, dtype=self.dtype, name="conv1")(x)
         for k, blocks in enumerate(STAGE_SIZES, start=1):
-            x = PreActLayer(c * 2 ** (k - 1), blocks, 1 if k == 1 else 2, self.axis_name, self.dtype,
-                            name=f"layer{k}")(x, train=train)
+            x = ResLayer(c * 2 ** (k - 1), blocks, 1 if k == 1 else 2, self.axis_name, self.dtype, PreActBlock,
+                         name=f"layer{k}")(x, train=train)
         # The map class-activation maps use: layer4's output, right before the pool (no final BN / ReLU).
         self.sow("intermediates", "feature_map", x)
         pooled = jnp.mean(x, axis=(1, 2))

@@ -80,19 +80,26 @@ class BasicBlock(nn.Module):
 
 
 class ResLayer(nn.Module):
-    """`layerK`: a Sequential of BasicBlocks named "0", "1", ...; the first carries the stride."""
+    """`layerK`: a Sequential of residual blocks named "0", "1", ...; the first carries the stride.
+
+    Attributes:
+      block: the block module, built as `block(planes, stride, axis_name, dtype)` (BasicBlock; FERAtt's
+        PreActResNet18 passes its PreActBlock).
+    """
 
     planes: int
     blocks: int
     stride: int
     axis_name: str | None = None
     dtype: Any = None
+    block: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        block = self.block or BasicBlock
         for i in range(self.blocks):
-            x = BasicBlock(self.planes, self.stride if i == 0 else 1, self.axis_name, self.dtype,
-                           name=str(i))(x, train=train)
+            x = block(self.planes, self.stride if i == 0 else 1, self.axis_name, self.dtype,
+                      name=str(i))(x, train=train)
         return x
 
 
