@@ -46,7 +46,7 @@ def test_unknown_config_key_and_missing_dataset_are_one_line(tmp_path):
 @pytest.mark.parametrize("key, value, message", [
     ("parallel", "pmapp", "parallel='pmapp': use one of jit, pmap"),
     ("optimizer.name", "lamb", "unknown optimizer.name 'lamb'"),
-    ("best_metric", "f1", "best_metric='f1' is not an evaluation metric"),
+    ("best_metric", "top5", "best_metric='top5' is not an evaluation metric"),
 ])
 def test_bad_values_are_config_errors(synthetic, tmp_path, key, value, message):
     c = load_recipe("dan_rafdb", "smoke")
