@@ -88,8 +88,12 @@ class Classification:
         return {}
 
     def loss(self, outputs: Mapping[str, Array], logits: Array, batch: Mapping[str, Array], aux: dict,
-             axis_name: str | None = None) -> tuple[Array, dict[str, Array]]:
-        """(objective to differentiate, terms to log; "loss" is the logged total)."""
+             axis_name: str | None = None, rng: Array | None = None) -> tuple[Array, dict[str, Array]]:
+        """(objective to differentiate, terms to log; "loss" is the logged total).
+
+        `rng` is the step's key for the task's own random draws, the same on every device (the training
+        step derives it from the state's key and the step; the network's streams get other keys).
+        """
         ce = losses.cross_entropy(at_least_float32(logits), batch["label"])
         return ce, {"loss": ce, "ce": ce}
 
@@ -143,7 +147,7 @@ class MultiLabel(Classification):
         if self.loss_name not in MULTILABEL_LOSSES:
             raise ConfigError(f"task.loss_name {self.loss_name!r}: use one of {', '.join(MULTILABEL_LOSSES)}")
 
-    def loss(self, outputs, logits, batch, aux, axis_name=None):
+    def loss(self, outputs, logits, batch, aux, axis_name=None, rng=None):
         logits = at_least_float32(logits)
         y = batch["label"]
         value = {"bce": lambda: losses.bce_with_logits(logits, y),
@@ -182,7 +186,7 @@ class Dan(Classification):
     def init_aux(self, rng):
         return {"centers": jax.random.normal(rng, (self.num_centers, self.feat_dim), jnp.float32)}
 
-    def loss(self, outputs, logits, batch, aux, axis_name=None):
+    def loss(self, outputs, logits, batch, aux, axis_name=None, rng=None):
         out, feat, heads = (at_least_float32(outputs[k]) for k in ("out", "feat", "heads"))
         total, terms = losses.dan_loss((out, feat, heads), batch["label"], aux["centers"], axis_name)
         return total, {"loss": total, **terms}
@@ -213,7 +217,7 @@ class CenterLoss(Classification):
         bound = np.sqrt(2.0) * np.sqrt(6.0 / (fan_in + fan_out))
         return {"centers": jax.random.uniform(rng, (self.num_centers, self.feat_dim), jnp.float32, -bound, bound)}
 
-    def loss(self, outputs, logits, batch, aux, axis_name=None):
+    def loss(self, outputs, logits, batch, aux, axis_name=None, rng=None):
         ce = losses.cross_entropy(at_least_float32(logits), batch["label"])
         feature = at_least_float32(outputs[self.feature])
         if feature.ndim != 2 or feature.shape[-1] != self.feat_dim:
@@ -302,28 +306,6 @@ def paper_scores(confusion: np.ndarray) -> dict[str, Any]:
             "per_class_precision": precision.tolist()}
 
 
-def batch_key(batch: Mapping[str, Array], axis_name: str | None = None) -> Array:
-    """A PRNG key derived from the batch's contents, equal on every device and to the key of the same global
-    batch on one device: the wrapping uint32 sum of the bits of every input image and label (a sum, so it
-    does not depend on how the batch is split over devices).
-
-    The training step hands a task no random key; the composites differ at every step, so their bits serve
-    as the seed of FERAtt+Rep's mixup draws (deterministic given the data, as the data is given the seed).
-    """
-    total = jnp.zeros((), jnp.uint32)
-    for key in sorted(batch):
-        value = batch[key]
-        if key == "mask" or not (jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(value.dtype,
-                                                                                             jnp.integer)):
-            continue
-        bits = jax.lax.bitcast_convert_type(value.astype(jnp.float32), jnp.uint32) \
-            if jnp.issubdtype(value.dtype, jnp.floating) else value.astype(jnp.uint32)
-        total = total + jnp.sum(bits, dtype=jnp.uint32)
-    if axis_name:
-        total = jax.lax.psum(total, axis_name)
-    return jax.random.key(total)
-
-
 @dataclasses.dataclass(frozen=True)
 class FERAtt(Classification):
     """FERAtt+Cls and FERAtt+Rep+Cls (`torchlib/attentionnet.py`: AttentionNeuralNet, AttentionGMMNeuralNet).
@@ -338,7 +320,7 @@ class FERAtt(Classification):
     batch. The DGMM term needs the class means of the whole (mixed) batch: under pmap the embeddings and
     labels of every device are gathered, each device computes the global term, and the gradients that flow
     back through the gather sum to D times each device's share, which the step's average brings back to the
-    global gradient. The mixup draws come from `batch_key` (the step gives a task no key).
+    global gradient. The mixup draws come from the step's task key `rng`, equal on every device.
 
     Evaluation: accuracy, balanced accuracy, the paper's precision, recall and F1 (`paper_scores`), the
     confusion matrix, and the mean CE; with "x_org" in the batch (synthetic composites) also the mean
@@ -357,7 +339,7 @@ class FERAtt(Classification):
     dgmm: bool = False
     mixup: bool = True
 
-    def loss(self, outputs, logits, batch, aux, axis_name=None):
+    def loss(self, outputs, logits, batch, aux, axis_name=None, rng=None):
         needed = ("att", "z") if self.dgmm else ("att",)
         missing = [k for k in needed if k not in outputs]
         if missing:
@@ -370,7 +352,7 @@ class FERAtt(Classification):
         logits, att = at_least_float32(logits), at_least_float32(outputs["att"])
         total, terms = losses.feratt_loss(logits, batch["label"], att, batch["x_org"].astype(att.dtype))
         if self.dgmm:
-            terms["dgmm"] = self._dgmm(at_least_float32(outputs["z"]), batch, logits.shape[-1], axis_name)
+            terms["dgmm"] = self._dgmm(at_least_float32(outputs["z"]), batch, logits.shape[-1], axis_name, rng)
             total = total + terms["dgmm"]
         terms["loss"] = total
         if not self.scale_by_batch:
@@ -378,14 +360,17 @@ class FERAtt(Classification):
         size = batch["label"].shape[0] * (jax.lax.psum(1, axis_name) if axis_name else 1)
         return total * size, terms
 
-    def _dgmm(self, z: Array, batch: Mapping[str, Array], num_classes: int, axis_name: str | None) -> Array:
+    def _dgmm(self, z: Array, batch: Mapping[str, Array], num_classes: int, axis_name: str | None,
+              rng: Array | None) -> Array:
         labels = batch["label"]
         if axis_name:
             z = jax.lax.all_gather(z, axis_name, tiled=True)
             labels = jax.lax.all_gather(labels, axis_name, tiled=True)
         lam = perm = None
         if self.mixup:
-            lam, perm = losses.dgmm_draws(batch_key(batch, axis_name), z.shape[0], z.dtype)
+            if rng is None:
+                raise ValueError("task feratt with dgmm and mixup draws at random: pass the step's `rng`")
+            lam, perm = losses.dgmm_draws(rng, z.shape[0], z.dtype)
         return losses.dgmm_loss(z, labels, num_classes, lam, perm)
 
     def eval_batch(self, forward, batch):

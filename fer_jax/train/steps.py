@@ -33,7 +33,10 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module, spec: Model
       (sums over the global batch).
     """
     inputs = spec.batch_inputs(batch, compute_dtype)
-    rng = jax.random.fold_in(state.rng, state.step)
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    # The task's draws (FERAtt+Rep's mixup) are over the global batch: one key on every device. The
+    # network's streams (dropout, drop path) differ per device.
+    task_rng, rng = jax.random.split(step_rng)
     if axis_name:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
@@ -42,7 +45,7 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module, spec: Model
                                     train=True, mutable=["batch_stats"], rngs=spec.train_rngs(rng))
         outputs = spec.named(raw)
         logits = spec.predict(outputs)
-        objective, terms = task.loss(outputs, logits, batch, params["aux"], axis_name)
+        objective, terms = task.loss(outputs, logits, batch, params["aux"], axis_name, rng=task_rng)
         return objective, (updates.get("batch_stats", {}), terms, logits)
 
     (_, (batch_stats, terms, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

@@ -189,15 +189,21 @@ def test_dgmm_draws_are_beta_2_2_and_permutations():
     assert all(sorted(p) == list(range(8)) for p in np.asarray(perms)[:50])
 
 
-def test_batch_key_follows_the_data_not_its_split():
-    batch = {"image": jnp.linspace(0, 1, 2 * 4 * 4 * 3).reshape(2, 4, 4, 3), "label": jnp.array([1, 2])}
-    halves = [{k: v[i:i + 1] for k, v in batch.items()} for i in range(2)]
-    key = jax.random.key_data(tasks.batch_key(batch))
-    # the sum of the halves' bits is the whole batch's (what psum gives under pmap)
-    total = sum(int(jax.random.key_data(tasks.batch_key(h))[1]) for h in halves) % 2**32
-    assert int(key[1]) == total
-    other = {**batch, "label": jnp.array([1, 3])}
-    assert not np.array_equal(jax.random.key_data(tasks.batch_key(other)), key)
+def test_mixup_draws_come_from_the_step_key():
+    """The DGMM mixup is drawn from the key the training step hands the task: the same key gives the same
+    loss, another key another loss, and no key is refused rather than silently fixed."""
+    rng = np.random.default_rng(3)
+    outputs = {"z": jnp.asarray(rng.normal(size=(8, 4)), jnp.float32), "y": jnp.zeros((8, 3)),
+               "att": jnp.zeros((8, 4, 4, 3))}
+    batch = {"label": jnp.array([0, 1, 2, 0, 1, 2, 0, 1]), "x_org": jnp.zeros((8, 4, 4, 3))}
+    task = tasks.FERAtt(dgmm=True, scale_by_batch=False)
+
+    def dgmm(key):
+        return float(task.loss(outputs, outputs["y"], batch, {}, None, rng=key)[1]["dgmm"])
+
+    assert dgmm(jax.random.key(1)) == dgmm(jax.random.key(1)) != dgmm(jax.random.key(2))
+    with pytest.raises(ValueError, match="rng"):
+        dgmm(None)
 
 
 # --- the paper's scores ------------------------------------------------------------------------------------
