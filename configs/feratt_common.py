@@ -19,10 +19,11 @@ Here the data root is upstream's data directory (`~/.datasets`: `ck/ck.mat`, `bu
 Differences from upstream:
 - the validation composites are a fixed set here (drawn from the evaluation seed), where upstream draws new
   ones (unseeded NumPy / random) at every evaluation, so its validation numbers are noisy;
-- upstream's `AttentionResNet` always starts its encoder from torchvision's ImageNet ResNet34; these recipes
-  start from scratch (`init_from` empty): the registry declares no rule yet for loading a converted ResNet34
-  into `attention_map.encoder`, so `--config.init_from=<converted resnet34>` is refused rather than
-  silently half-loaded.
+- none in the start: upstream's `AttentionResNet` always builds its encoder from torchvision's ImageNet
+  ResNet34, and so do these recipes (`init_from`, RESNET34): convert torchvision's `resnet34-b627a593.pth`
+  once with `python porting/convert.py resnet34-b627a593.pth --out models/resnet34_imagenet_flax`; the file
+  loads whole into `attention_map.encoder` (fc included), the rest starts from its initialisation. The
+  `cpu` and `smoke` variants start from scratch.
 """
 
 from fer_jax.train import config as base_config
@@ -31,6 +32,7 @@ ROOT = "data/feratt"  # upstream's ~/.datasets: ck/ck.mat, bu3dfe/bu3dfe.mat and
 BACKGROUNDS = "coco"  # --databack ~/.datasets/coco, relative to the root (or an absolute path)
 CLASSES = {"ck": 8, "bu3dfe": 7}  # NUMCLASS in runs/train_ck.sh, runs/train_bu3dfe.sh
 FOLD = {"kfold": 0, "nactor": 10}
+RESNET34 = "models/resnet34_imagenet_flax"  # torchvision's ImageNet ResNet34, converted by porting/convert.py
 CIFAR10 = "normalize((0.4914,0.4822,0.4465),(0.2023,0.1994,0.2010))"  # pytorch-classification misc.py
 
 
@@ -75,6 +77,7 @@ def base(dataset: str, network: str):
     c.checkpoint_every_steps = 9_000  # upstream saves every 10 epochs and on a new best; here every epoch too
     c.log_every_steps = 100  # --print-freq 100
     c.best_metric = "accuracy"  # upstream keeps model_best.pth.tar on the best validation top-1
+    c.init_from = RESNET34  # AttentionResNet's encoder: resnet34(pretrained=True), always
     return c
 
 
@@ -126,3 +129,4 @@ def cpu(c, root: str, epochs: int, count: int, lr: float) -> None:
     c.optimizer.lr = lr
     c.log_every_steps = 10
     c.checkpoint_every_steps = 500
+    c.init_from = ""

@@ -87,3 +87,34 @@ def test_preactresnet18_is_not_a_resnet18(files, tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.search(r"not a resnet18 .*shapes differ \(conv1\.weight: file \[64, 3, 3, 3\] vs model \[64, 3, 7, 7\]",
                      err)
+
+
+def test_imagenet_resnet34_starts_the_encoder_like_upstream(tmp_path, capsys):
+    """torchvision's resnet34 file (a plain state_dict), converted, initialises FERAtt's encoder whole (its
+    unused fc too, as upstream's encoder holds the ImageNet one); the decoder, feature, reconstruction and
+    classifier modules keep their initialisation, and nothing of the file is dropped."""
+    import jax
+    from fer_jax import models, pretrained
+
+    ref = parity.reference_model(parity.Case("resnet34", {"num_classes": 1000}, size=64, batch=2), seed=43)
+    torch.save(ref.state_dict(), tmp_path / "resnet34-b627a593.pth")
+    out = tmp_path / "resnet34"
+    assert convert.main([str(tmp_path / "resnet34-b627a593.pth"), "--out", str(out), "--no-verify"]) == 0
+    assert "architecture: resnet34" in capsys.readouterr().out
+    spec = models.spec("feratt_rep")
+    module = models.create("feratt_rep", num_classes=7)
+    example = {k: np.zeros(v.shape, v.dtype) for k, v in spec.example_inputs(1, 64).items()}
+    init = spec.init(module, jax.random.key(0), example)
+    variables, report = pretrained.init_from(str(out), "feratt_rep", init)
+    assert not report.dropped and not report.unused
+    assert {p.split("/")[1] for p in report.left_at_init} == {
+        "attention_map", "conv_input", "conv_mid", "conv2_bn", "feature", "reconstruction", "netclass"}
+    assert not any(p.startswith(("params/attention_map/encoder", "batch_stats/attention_map/encoder"))
+                   for p in report.left_at_init)
+    sd = ref.state_dict()
+    enc = variables["params"]["attention_map"]["encoder"]
+    np.testing.assert_array_equal(enc["layer3"]["5"]["conv2"]["kernel"],
+                                  sd["layer3.5.conv2.weight"].numpy().transpose(2, 3, 1, 0))
+    np.testing.assert_array_equal(enc["fc"]["kernel"], sd["fc.weight"].numpy().T)
+    np.testing.assert_array_equal(variables["batch_stats"]["attention_map"]["encoder"]["bn1"]["var"],
+                                  sd["bn1.running_var"].numpy())

@@ -52,13 +52,15 @@ REGISTRY: dict[str, ModelSpec] = {
         # CC attention and the head new; its final norm is loaded (upstream maps timm's head.norm onto it)
         init_from={"convnext": InitRule(drop=("head",), init=("attention", "head"))}),
     # FERAtt (+Cls) and (+Rep+Cls) at 64 px; the encoder's fc exists upstream but is never used (no gradient).
+    # Upstream always starts the encoder from torchvision's ImageNet ResNet34 (fc included), the rest new.
     "feratt": ModelSpec(
         FERAttention, (64, 64), {"num_classes": 8, "num_filters": 32}, outputs=("y", "att", "g_att", "g_ft"),
-        num_classes_key="num_classes", cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED),
+        num_classes_key="num_classes", cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED,
+        init_from={"resnet34": feratt.ENCODER_INIT}),
     "feratt_rep": ModelSpec(
         FERAttentionGMM, (64, 64), {"num_classes": 8, "num_filters": 32, "dim": 32},
         outputs=("z", "y", "att", "g_att", "g_ft"), predict=output("y"), num_classes_key="num_classes",
-        cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED),
+        cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED, init_from={"resnet34": feratt.ENCODER_INIT}),
     # FERAtt's classification baseline (32 px inputs).
     "preactresnet18": ModelSpec(PreActResNet18, (32, 32), {"num_classes": 8}, outputs=("logits",),
                                 num_classes_key="num_classes", cam_layer="feature_map"),

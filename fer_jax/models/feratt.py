@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from fer_jax.models.contract import InitRule
 from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.preact_resnet import PreActResNet18, torch_conv
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
@@ -44,6 +45,15 @@ ENCODER_ALIASES = (
 # Parameters the forward never reads (torchvision ResNet34's classifier inside the encoder): they get no
 # gradient upstream, so torch's Adam keeps no state for them and never changes them.
 UNUSED = ("attention_map.encoder.fc",)
+
+# Upstream's start: `AttentionResNet` always builds its encoder with torchvision's ImageNet ResNet34 weights
+# (feratt.md section 2). A converted torchvision ResNet34 loads whole into the encoder (its fc included,
+# as upstream's encoder holds it); every other module keeps its initialisation.
+RESNET34_MODULES = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "fc")
+ENCODER_INIT = InitRule(
+    renames=tuple((m, f"attention_map.encoder.{m}") for m in RESNET34_MODULES),
+    init=("attention_map.center", "attention_map.dec*", "attention_map.attention_map", "conv_input", "conv_mid",
+          "conv2_bn", "feature", "reconstruction", "netclass"))
 
 # normalize_layer: att_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5 with CIFAR-10's mean and std.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
