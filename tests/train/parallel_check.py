@@ -8,9 +8,9 @@ rows of each global batch, and process 0 prints the result.
 
 (a) one device on the global batch (the reference), (b) `pmap` over all devices, (c) `jit` over a Mesh.
 Float64, so any difference above ~1e-12 is semantic (a missing pmean, unsynchronised BatchNorm
-statistics, double-counted gradients), not rounding. The optimizer is plain SGD with lr 1, so the
-parameter change *is* the gradient; then two steps of the upstream recipe (SGD momentum 0.9, weight decay
-1e-4) compare the updated parameters and optimizer state.
+statistics, double-counted gradients), not rounding. Two steps of the upstream recipe (SGD momentum 0.9,
+weight decay 1e-4) compare the losses, the updated parameters (a linear function of both steps' gradients),
+BatchNorm statistics and optimizer state.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ if len(sys.argv) == 4:
                                process_id=process_id)
 
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 
 from fer_jax import models, tasks, xla  # noqa: E402
 from fer_jax.evaluate import driver  # noqa: E402
 from fer_jax.train import optim, parallel, state as state_lib, steps  # noqa: E402
 
-SIZE, BATCH = 96, 8  # 96 px: layer4 is 3x3 (XLA CPU convolutions are pathologically slow on 2x2)
+SIZE, BATCH = 96, 4  # 96 px: layer4 is 3x3 (XLA CPU convolutions are pathologically slow on 2x2); 1 row a device
+VIDEO_BATCH = 8  # frames per evaluation batch of the video check
 
 
 def float64(tree):
@@ -87,7 +87,7 @@ def video_eval(mode: str | None) -> dict:
     example = {k: np.zeros(v.shape) for k, v in spec.example_inputs(1, 32).items()}
     variables = float64(jax.device_get(spec.init(host, jax.random.key(3), example)))
     video = np.array([[0, 1, 0, 2, 1, 0, 2, 1], [2, 0, 1, 1, -1, -1, -1, -1]])
-    batches = [{"image": rng.random((BATCH, 32, 32, 3)), "label": np.where(v >= 0, v % 7, 0), "video": v,
+    batches = [{"image": rng.random((VIDEO_BATCH, 32, 32, 3)), "label": np.where(v >= 0, v % 7, 0), "video": v,
                 "mask": v >= 0} for v in video]
 
     class Videos:  # what the driver reads of an evaluation source
@@ -98,9 +98,9 @@ def video_eval(mode: str | None) -> dict:
     step = functools.partial(driver.eval_step, module=module, spec=spec, task=task)
     if mode is None:
         return driver.run(functools.partial(xla.jit(step, "eval"), variables), batches, task, ctx)
-    dp = parallel.DataParallel(mode, None, step, BATCH)
+    dp = parallel.DataParallel(mode, None, step, VIDEO_BATCH)
     placed = dp.put_state(variables)
-    rows = BATCH // jax.process_count()
+    rows = VIDEO_BATCH // jax.process_count()
     local = [{k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in b.items()}
              for b in batches]
     return driver.run(lambda b: dp.evaluate(placed, b), (dp.put_batch(b) for b in local), task, ctx)
@@ -112,14 +112,14 @@ def main():
                for _ in range(2)]
     module = models.create("dan", num_class=7, num_head=4)
     results = {"devices": jax.device_count()}
-    for name, tx, n in (("grad", optax.sgd(1.0), 1), ("recipe", optim.torch_sgd(0.1, 0.9, 1e-4), 2)):
+    for name, tx, n in (("recipe", optim.torch_sgd(0.1, 0.9, 1e-4), 2),):
         host = float64(jax.device_get(state_lib.create(module, models.spec("dan"), tasks.Dan(8), tx, SIZE, seed=1)))
         ref, ref_loss = run(None, tx, host, batches[:n])
         for mode in ("pmap", "jit"):
             out, loss = run(mode, tx, host, batches[:n])
             results[f"{name}/{mode}"] = {
                 "loss": max(abs(a - b) for a, b in zip(loss, ref_loss)),
-                "params": max_diff(out.params, ref.params),  # grad: = max |grad difference|
+                "params": max_diff(out.params, ref.params),
                 "batch_stats": max_diff(out.batch_stats, ref.batch_stats),
                 "opt_state": max_diff(out.opt_state, ref.opt_state),
                 "scale": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(
