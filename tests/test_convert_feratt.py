@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 import torch
 
 import parity
 import torch_helpers
+from fer_jax import models, pretrained
 from porting import convert, export, reference
 
 
@@ -93,9 +95,6 @@ def test_imagenet_resnet34_starts_the_encoder_like_upstream(tmp_path, capsys):
     """torchvision's resnet34 file (a plain state_dict), converted, initialises FERAtt's encoder whole (its
     unused fc too, as upstream's encoder holds the ImageNet one); the decoder, feature, reconstruction and
     classifier modules keep their initialisation, and nothing of the file is dropped."""
-    import jax
-    from fer_jax import models, pretrained
-
     ref = parity.reference_model(parity.Case("resnet34", {"num_classes": 1000}, size=64, batch=2), seed=43)
     torch.save(ref.state_dict(), tmp_path / "resnet34-b627a593.pth")
     out = tmp_path / "resnet34"
