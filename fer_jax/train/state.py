@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax
@@ -36,7 +37,14 @@ class TrainState:
 def create(module: nn.Module, spec: ModelSpec, task: Any, tx: optax.GradientTransformation, image_size: int,
            seed: int) -> TrainState:
     """A freshly initialised state (upstream's initialisers for the model, the task's for `aux`), every
-    variable created through the network's declared init (`ModelSpec.init`)."""
+    variable created through the network's declared init (`ModelSpec.init`).
+
+    Compiled as one program, the seed an argument (every seed shares the program)."""
+    return jax.jit(functools.partial(_create, module, spec, task, tx, image_size))(seed)
+
+
+def _create(module: nn.Module, spec: ModelSpec, task: Any, tx: optax.GradientTransformation, image_size: int,
+            seed: int) -> TrainState:
     init_rng, aux_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
     example = spec.example_inputs(1, image_size)
     variables = spec.init(module, init_rng, {k: jnp.zeros(v.shape, v.dtype) for k, v in example.items()})
