@@ -21,9 +21,8 @@ A spec declares:
 
 from __future__ import annotations
 
-import functools
-
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
