@@ -21,8 +21,9 @@ A spec declares:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
