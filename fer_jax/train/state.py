@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax
@@ -37,14 +36,7 @@ class TrainState:
 def create(module: nn.Module, spec: ModelSpec, task: Any, tx: optax.GradientTransformation, image_size: int,
            seed: int) -> TrainState:
     """A freshly initialised state (upstream's initialisers for the model, the task's for `aux`), every
-    variable created through the network's declared init (`ModelSpec.init`).
-
-    Compiled as one program, the seed an argument (every seed shares the program)."""
-    return jax.jit(functools.partial(_create, module, spec, task, tx, image_size))(seed)
-
-
-def _create(module: nn.Module, spec: ModelSpec, task: Any, tx: optax.GradientTransformation, image_size: int,
-            seed: int) -> TrainState:
+    variable created through the network's declared init (`ModelSpec.init`)."""
     init_rng, aux_rng, step_rng = jax.random.split(jax.random.PRNGKey(seed), 3)
     example = spec.example_inputs(1, image_size)
     variables = spec.init(module, init_rng, {k: jnp.zeros(v.shape, v.dtype) for k, v in example.items()})
