@@ -212,6 +212,7 @@ def test_refused_in_one_line_leaving_every_file(env, case):
     before = snapshot(env["area"])
     r = tool(c.tool, *(a.format(**fill) for a in c.args), env=c.env)
     line = one_line(r.stderr)
+    print(f"{case}: exit {r.returncode}: {line}")  # `-rA` prints the table of observed lines
     assert r.returncode == c.code, (r.returncode, line)
     assert line.startswith("error: ") and re.search(c.message, line), line
     assert snapshot(env["area"]) == before
@@ -260,6 +261,7 @@ def test_porting_refused_in_one_line_leaving_every_file(env, case, capsys):
         args = [str(env["area"] / "notes.pth"), *args]
     code = main(args)
     line = one_line(capsys.readouterr().err)
+    print(f"{case}: exit {code}: {line}")  # `-rA` prints the table of observed lines
     assert code == 2 and line.startswith("error: ") and re.search(message, line), line
     assert snapshot(env["area"]) == before
 
