@@ -26,6 +26,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+CACHE = None  # set by the `env` fixture
 SMOKE = ROOT / "configs" / "dan_rafdb.py:smoke"
 # The shared run: 2 epochs of 2 steps (16 training images, batch 8), best model by the lowest test loss.
 TRAIN = ("--config", str(SMOKE), "--config.data.root={data}")
@@ -34,10 +35,11 @@ RUN_FLAGS = ("--config.num_train_steps=4", "--config.checkpoint_every_steps=4", 
 
 
 def tool(name: str, *args, env: dict | None = None, umask: int = -1, wait: bool = True):
-    """Runs scripts/<name>.py like a user (fer_jax importable from this checkout; the session's XLA
-    compilation cache, tests/conftest.py, comes with the environment)."""
+    """Runs scripts/<name>.py like a user (fer_jax importable from this checkout). The training runs of
+    this module share XLA's persistent compilation cache (the same program compiles once)."""
     environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               "PYTHONUNBUFFERED": "1", **(env or {})}
+               "PYTHONUNBUFFERED": "1", "JAX_COMPILATION_CACHE_DIR": str(CACHE),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **(env or {})}
     cmd = [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)]
     if not wait:
         return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -67,6 +69,8 @@ def env(tmp_path_factory):
     from fer_jax.data import make_synthetic
 
     base = tmp_path_factory.mktemp("bad_inputs")
+    global CACHE
+    CACHE = base / "xla_cache"
     data = make_synthetic("rafdb", str(base / "rafdb"), num_train=16, num_test=10, seed=3, image_size=32)
     area = base / "area"
     area.mkdir()
