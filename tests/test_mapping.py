@@ -176,3 +176,17 @@ def test_unknown_architecture_and_arch_override():
     assert archs.detect(shapes, arch="resnet18").hparams == {"num_classes": 5}
 
 
+
+
+@pytest.mark.parametrize("arch, size", [("resnet18", 32), ("emotion_fan", None)])
+def test_declared_init_draws_exactly_what_module_init_draws(arch, size):
+    """ModelSpec.init initialises lazily (no forward pass is run); the values are module.init's, bit for bit,
+    with the declared init method and RNG streams (Emotion-FAN: `initialize`, dropout)."""
+    spec, module = models.spec(arch), models.create(arch)
+    example = {k: np.zeros(v.shape, v.dtype) for k, v in spec.example_inputs(1, size).items()}
+    got = spec.init(module, jax.random.key(4), example)
+    want = module.init(spec.init_rngs(jax.random.key(4)), *spec.batch_inputs(example), **spec.init_kwargs())
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
