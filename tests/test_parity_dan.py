@@ -52,6 +52,7 @@ def torch_loss(tmodel, criterion_af, x, y):
             + reference.PartitionLoss()(heads))
 
 
+@functools.cache  # the float32 tests reuse the float64 run of the float64 tests (one worker runs a file)
 def gradients(dtype):
     tmodel, module, variables, kinds, x, y = setup(dtype)
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
@@ -99,6 +100,7 @@ def test_loss_gradients_float32():
     parity.assert_group_fp32(flat(ours), flat(ref), flat(ref64))
 
 
+@functools.cache
 def sgd_steps(dtype, steps=3, lr=0.1):
     """Three steps of rafdb.py's recipe: SGD(lr 0.1, momentum 0.9, weight_decay 1e-4) over the model
     parameters *and* the affinity centers; BatchNorm statistics update in train mode."""

@@ -31,36 +31,67 @@ def assert_identical(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # bitwise: same program, same inputs
 
 
-def test_interrupted_in_process_equals_uninterrupted(synthetic, tmp_path):
+STEPS = 10
+FLAGS = [f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1"]
+
+
+def train_cmd(root: str, workdir: pathlib.Path) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(ROOT / "configs" / "dan_rafdb.py:smoke"),
+            f"--config.data.root={root}", *FLAGS, "--workdir", str(workdir)]
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory):
+    """Runs train.py like a user; the runs of this module share XLA's persistent compilation cache (the
+    same program compiles once; a cached executable is the compiled program itself, so results are
+    bit-identical)."""
+    cache = tmp_path_factory.mktemp("xla_cache")
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+    def run(args: list[str], wait: bool = True):
+        if not wait:
+            return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synthetic, tmp_path_factory, cli):
+    """The reference: the CLI's uninterrupted run of STEPS steps, final state."""
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    r = cli(train_cmd(synthetic["rafdb"], workdir))
+    assert r.returncode == 0, r.stderr[-2000:]
+    return final_state(workdir, STEPS)
+
+
+def test_interrupted_in_process_equals_uninterrupted(synthetic, uninterrupted, tmp_path):
+    """The training loop called twice in one process (stopping after step 4, then continuing to the end)
+    ends bit-identical to the CLI's uninterrupted run of the same config."""
     def config(steps):
         c = load_recipe("dan_rafdb", "smoke")
         c.data.root = synthetic["rafdb"]
-        c.num_train_steps = steps
+        c.num_train_steps, c.checkpoint_every_steps, c.log_every_steps = steps, 2, 1
         return c
 
     quiet = dict(log=lambda *a: None)
-    train_and_evaluate(config(6), str(tmp_path / "a"), **quiet)
     train_and_evaluate(config(4), str(tmp_path / "b"), **quiet)  # stops after step 4 ...
-    train_and_evaluate(config(6), str(tmp_path / "b"), **quiet)  # ... and continues from checkpoint 4
-    assert_identical(final_state(tmp_path / "a", 6), final_state(tmp_path / "b", 6))
+    train_and_evaluate(config(STEPS), str(tmp_path / "b"), **quiet)  # ... and continues from checkpoint 4
+    assert_identical(uninterrupted, final_state(tmp_path / "b", STEPS))
 
 
 @pytest.mark.slow
-def test_killed_process_resumes_exactly(synthetic, tmp_path):
-    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "--config", str(ROOT / "configs" / "dan_rafdb.py:smoke"),
-           f"--config.data.root={synthetic['rafdb']}", "--config.num_train_steps=10",
-           "--config.checkpoint_every_steps=2", "--config.log_every_steps=1"]
-    subprocess.run(cmd + ["--workdir", str(tmp_path / "a")], check=True, capture_output=True, timeout=600)
-
+def test_killed_process_resumes_exactly(synthetic, uninterrupted, cli, tmp_path):
     b = tmp_path / "b"
-    proc = subprocess.Popen(cmd + ["--workdir", str(b)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = train_cmd(synthetic["rafdb"], b)
+    proc = cli(cmd, wait=False)
     deadline = time.time() + 300
     while not (b / "checkpoints" / "4").is_dir() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # mid-run, possibly mid-save
     proc.wait()
-    assert (b / "checkpoints" / "4").is_dir() and not (b / "checkpoints" / "10").exists()
-    r = subprocess.run(cmd + ["--workdir", str(b)], capture_output=True, text=True, timeout=600)
+    assert (b / "checkpoints" / "4").is_dir() and not (b / "checkpoints" / str(STEPS)).exists()
+    r = cli(cmd)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming:" in r.stdout
-    assert_identical(final_state(tmp_path / "a", 10), final_state(b, 10))
+    assert_identical(uninterrupted, final_state(b, STEPS))
