@@ -1,10 +1,13 @@
 """Runs one DAN training step three ways and prints the differences as JSON (run in a subprocess).
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=4 python parallel_check.py
-    XLA_FLAGS=--xla_force_host_platform_device_count=2 python parallel_check.py PORT NUM_PROCESSES PROCESS_ID
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python parallel_check.py REFERENCE
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python parallel_check.py REFERENCE PORT NUM_PROCESSES PROCESS_ID
 
 The second form joins a multi-process run on loopback (jax.distributed); every process feeds its own
-rows of each global batch, and process 0 prints the result.
+rows of each global batch, and process 0 prints the result. REFERENCE is a file for the single-device
+results (a): a single-process run writes it when it does not exist, and every run reads it when it does,
+so the multi-process run does not recompute them (all its processes read the same file, so they reach
+the collectives together).
 
 (a) one device on the global batch (the reference), (b) `pmap` over all devices, (c) `jit` over a Mesh.
 Float64, so any difference above ~1e-12 is semantic (a missing pmean, unsynchronised BatchNorm
@@ -17,13 +20,16 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import pickle
 import sys
 
 import jax
 
 jax.config.update("jax_enable_x64", True)
-if len(sys.argv) == 4:
-    port, num_processes, process_id = map(int, sys.argv[1:])
+REFERENCE = sys.argv[1]
+if len(sys.argv) == 5:
+    port, num_processes, process_id = map(int, sys.argv[2:])
     jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=num_processes,
                                process_id=process_id)
 
@@ -106,30 +112,45 @@ def video_eval(mode: str | None) -> dict:
     return driver.run(lambda b: dp.evaluate(placed, b), (dp.put_batch(b) for b in local), task, ctx)
 
 
+def reference(tx, batches) -> dict:
+    """(a): the initial state, the state and losses after the steps on one device, and the video evaluation;
+    read from REFERENCE when it exists, else computed (and written by a single-process run)."""
+    if os.path.exists(REFERENCE):
+        with open(REFERENCE, "rb") as f:
+            return pickle.load(f)
+    module = models.create("dan", num_class=7, num_head=4)
+    host = float64(jax.device_get(state_lib.create(module, models.spec("dan"), tasks.Dan(8), tx, SIZE, seed=1)))
+    state, losses = run(None, tx, host, batches)
+    ref = {"host": host, "state": state, "losses": losses, "video": video_eval(None)}
+    if jax.process_count() == 1:
+        with open(REFERENCE + ".tmp", "wb") as f:
+            pickle.dump(ref, f)
+        os.replace(REFERENCE + ".tmp", REFERENCE)
+    return ref
+
+
 def main():
     rng = np.random.default_rng(0)
     batches = [{"image": rng.standard_normal((BATCH, SIZE, SIZE, 3)), "label": rng.integers(0, 7, BATCH)}
                for _ in range(2)]
-    module = models.create("dan", num_class=7, num_head=4)
     results = {"devices": jax.device_count()}
     tx = optim.torch_sgd(0.1, 0.9, 1e-4)  # the upstream recipe, two steps
-    host = float64(jax.device_get(state_lib.create(module, models.spec("dan"), tasks.Dan(8), tx, SIZE, seed=1)))
-    ref, ref_loss = run(None, tx, host, batches)
+    a = reference(tx, batches)
+    host, ref, ref_loss = a["host"], a["state"], a["losses"]
     for mode in ("pmap", "jit"):
         out, loss = run(mode, tx, host, batches)
         results[f"recipe/{mode}"] = {
-            "loss": max(abs(a - b) for a, b in zip(loss, ref_loss)),
+            "loss": max(abs(x - y) for x, y in zip(loss, ref_loss)),
             "params": max_diff(out.params, ref.params),
             "batch_stats": max_diff(out.batch_stats, ref.batch_stats),
             "opt_state": max_diff(out.opt_state, ref.opt_state),
             "scale": max(float(np.max(np.abs(np.asarray(x)))) for x in jax.tree.leaves(
-                jax.tree.map(lambda a, b: a - b, ref.params, host.params))),
+                jax.tree.map(lambda p, q: p - q, ref.params, host.params))),
         }
-    ref = video_eval(None)
     for mode in ("pmap", "jit"):
         got = video_eval(mode)
-        results[f"video_eval/{mode}"] = {"confusion_equal": got["confusion"] == ref["confusion"],
-                                         "frames": got["frames"], "loss": abs(got["loss"] - ref["loss"])}
+        results[f"video_eval/{mode}"] = {"confusion_equal": got["confusion"] == a["video"]["confusion"],
+                                         "frames": got["frames"], "loss": abs(got["loss"] - a["video"]["loss"])}
     if jax.process_index() == 0:
         print(json.dumps(results))
 

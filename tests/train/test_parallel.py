@@ -1,5 +1,6 @@
 """Data parallelism: 4 simulated devices == 1 device on the same global batch, for pmap and jit: a DAN
-training step, and Emotion-FAN's video-level evaluation (values gathered from every device)."""
+training step, and Emotion-FAN's video-level evaluation (values gathered from every device). The
+single-device results are computed once per module (`reference`) and read by every parallel run."""
 
 from __future__ import annotations
 
@@ -33,20 +34,27 @@ def env(devices: int) -> dict:
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAX_PLATFORMS": "cpu"}
 
 
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> str:
+    """Where parallel_check.py keeps the single-device results: the first run writes them, later runs read."""
+    return str(tmp_path_factory.mktemp("parallel") / "reference.pkl")
+
+
 @pytest.mark.slow
-def test_four_devices_equal_one_device():
-    r = subprocess.run([sys.executable, str(HERE / "parallel_check.py")], env=env(4), capture_output=True,
-                       text=True, timeout=900)
+def test_four_devices_equal_one_device(reference):
+    r = subprocess.run([sys.executable, str(HERE / "parallel_check.py"), reference], env=env(4),
+                       capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     check(json.loads(r.stdout.strip().splitlines()[-1]))
 
 
 @pytest.mark.slow
-def test_two_processes_of_two_devices_equal_one_device():
+def test_two_processes_of_two_devices_equal_one_device(reference):
     """jax.distributed over loopback: 2 processes x 2 CPU devices, each feeding its half of every batch."""
     port = portpicker.pick_unused_port()
-    procs = [subprocess.Popen([sys.executable, str(HERE / "parallel_check.py"), str(port), "2", str(i)], env=env(2),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, str(HERE / "parallel_check.py"), reference, str(port), "2", str(i)],
+                              env=env(2), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
