@@ -6,3 +6,38 @@ import os
 
 # Tests run on the CPU; simulated multi-device tests set their own XLA_FLAGS in a subprocess.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+# The order in which the two xdist workers take the test files. `--dist loadfile` hands a worker whole files
+# in collection order (`--no-loadscope-reorder` keeps that order instead of xdist's most-tests-first one,
+# which started the long one- and two-test files last: a worker then idled ~100 s at the end). So the
+# longest files go first (durations from a full run on this 2-core machine, longest first), the two
+# multi-process files (parallel, multihost) apart so that they never run at the same time; files not listed
+# follow in collection order (they are short).
+LONGEST_FIRST = (
+    "test_parity_models.py",  # ~300 s
+    "train/test_recipes_feratt.py",
+    "train/test_quickstart.py",
+    "test_bad_inputs.py",
+    "train/test_parallel.py",  # multi-process
+    "train/test_recipes_faer.py",
+    "train/test_recipes.py",
+    "train/test_resume.py",
+    "test_convert_faer.py",
+    "train/test_multihost.py",  # multi-process
+    "test_parity_dan.py",
+    "train/test_train_cli.py",
+    "test_convert_feratt.py",
+    "test_parity_convnext.py",
+    "test_convert_cli.py",
+    "test_parity_emotion_fan.py",
+    "test_parity_feratt.py",
+    "test_parity_faer.py",  # ~70 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    missing = [name for name in LONGEST_FIRST if not os.path.isfile(os.path.join(tests, name))]
+    assert not missing, f"LONGEST_FIRST names files that do not exist: {missing}"
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(os.path.relpath(item.path, tests).replace(os.sep, "/"), len(rank)))
