@@ -2,8 +2,10 @@
 
 `--model` is a fer-jax model directory (a training run's `best/` or `porting/convert.py` output); the
 recipe `--config` says where the data is and how to preprocess it (`--config.data.root=...` overrides).
-Prints accuracy, balanced accuracy and the confusion matrix; `--out` also writes report.json and
-confusion_matrix.png (an existing report is replaced only with `--overwrite`). A model whose classes or
+Prints accuracy, balanced accuracy, the confusion matrix and per-class precision / recall / F1; `--out` also
+writes report.json, confusion_matrix.png (counts and row-normalised), per_class.png and per_class.csv
+(multi-label tasks: per_attribute_accuracy.png and per_attribute.csv); an existing report is replaced only
+with `--overwrite`. A model whose classes or
 image size do not fit the recipe's data is refused.
 """
 
@@ -18,7 +20,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "recipe file (configs/
                                           lock_config=True)
 _MODEL = flags.DEFINE_string("model", None, "fer-jax model directory")
 _SPLIT = flags.DEFINE_string("split", None, "dataset split (default: the recipe's eval_split)")
-_OUT = flags.DEFINE_string("out", None, "directory for report.json and confusion_matrix.png")
+_OUT = flags.DEFINE_string("out", None, "directory for the report (JSON, CSV and PNG figures)")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace a fer-jax report already in --out")
 
 

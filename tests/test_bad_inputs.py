@@ -367,7 +367,8 @@ def test_overwrite_replaces_only_its_own_outputs(env, tmp_path, capsys):
         r = tool("evaluate", "--config", SMOKE, f"--config.data.root={env['data']}", "--model",
                  env["area"] / "run" / "best", "--out", reports, *extra)
         assert r.returncode == 0 and r.stderr == "", r.stderr[-3000:]
-    assert sorted(os.listdir(reports)) == ["confusion_matrix.png", "mine.txt", "report.json"]
+    assert sorted(os.listdir(reports)) == ["confusion_matrix.png", "mine.txt", "per_class.csv", "per_class.png",
+                                           "report.json"]
     report = json.loads((reports / "report.json").read_text())
     assert report["format"] == "fer-jax-report/1" and report["count"] == 10
 

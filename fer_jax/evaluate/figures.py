@@ -1,10 +1,13 @@
-"""Evaluation figures as PNG files (matplotlib, Agg backend): per-attribute accuracy charts for multi-label
-tasks (FAER's CelebA figures), written next to the JSON report."""
+"""Evaluation figures as PNG files (matplotlib, Agg backend), written next to the JSON report: the confusion
+matrix (counts and row-normalised) and per-class precision / recall / F1 bars for single-label tasks, the
+per-attribute accuracy chart for multi-label ones (FAER's CelebA figures). Each is written to a temporary
+and renamed, so a failed write leaves no partial PNG."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,9 +52,88 @@ def attribute_accuracy_chart(per_attribute: Mapping[str, float], path: str, titl
         for bar, a in zip(bars, acc):
             ax.text(bar.get_x() + bar.get_width() / 2, a + 0.3, f"{a:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_title((title + " — " if title else "") + f"per-attribute accuracy (dashed: mean {mean:.2f} %)", fontsize=10)
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str) -> str:
     fig.tight_layout()
     tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.remove(tmp)
     return path
+
+
+def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path: str, title: str = "") -> str:
+    """Two panels: the counts, and the row-normalised matrix (each true class's share of predictions, so the
+    diagonal is the class-wise accuracy); rows are true classes, columns predictions.
+
+    Args:
+      confusion: [K, K] counts, [true, predicted].
+      class_names: the K class names, in label order.
+      path: the PNG to write (its folder must exist).
+      title: figure title.
+
+    Returns:
+      `path`.
+    """
+    plt = _pyplot()
+    counts = np.asarray(confusion, np.int64)
+    k = len(class_names)
+    rows = counts.sum(axis=1, keepdims=True)
+    norm = np.divide(counts, rows, out=np.zeros(counts.shape), where=rows > 0)
+    side = max(3.2, 0.62 * k + 1.6)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.2, side + 0.9), dpi=110)
+    fontsize = 9 if k <= 8 else 7
+    for ax, values, name in ((axes[0], counts, "counts"), (axes[1], norm, "row-normalised (recall)")):
+        top = max(int(values.max()), 1) if values is counts else 1.0
+        scaled = values / top
+        image = ax.imshow(values, cmap="Blues", vmin=0, vmax=top)
+        for i in range(k):
+            for j in range(k):
+                text = f"{values[i, j]:d}" if values is counts else f"{values[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
+                        color="white" if scaled[i, j] > 0.55 else "black")
+        ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=fontsize)
+        ax.set_yticks(range(k), class_names, fontsize=fontsize)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(name, fontsize=10)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return _save(plt, fig, path)
+
+
+def per_class_chart(rows: Sequence[Mapping[str, Any]], path: str, title: str = "") -> str:
+    """Grouped bars of per-class precision, recall (class-wise accuracy) and F1 in %, classes in label order,
+    with each class's support under its name (`metrics.per_class` rows).
+
+    Returns:
+      `path`.
+    """
+    plt = _pyplot()
+    names = [f"{r['class']}\n(n={r['support']})" for r in rows]
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(rows) + 2.0), 4.6), dpi=110)
+    for offset, key, colour in ((-0.27, "precision", "#3b75af"), (0.0, "recall", "#e1812c"), (0.27, "f1", "#3a923a")):
+        values = 100 * np.asarray([r[key] for r in rows], np.float64)
+        bars = ax.bar(x + offset, values, width=0.26, color=colour, label="recall (class-wise accuracy)"
+                      if key == "recall" else key.replace("f1", "F1"))
+        if len(rows) <= 10:
+            for bar, v in zip(bars, values):
+                ax.text(bar.get_x() + bar.get_width() / 2, v + 0.8, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(x, names, fontsize=8)
+    ax.set_xlim(-0.6, len(rows) - 0.4)
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("%")
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, ncol=3, loc="upper center", frameon=False)
+    ax.set_title((title + " — " if title else "") + "per-class precision, recall and F1", fontsize=10)
+    return _save(plt, fig, path)

@@ -85,6 +85,34 @@ def classification(confusion: np.ndarray, class_names: Sequence[str] | None = No
     }
 
 
+def per_class(confusion: np.ndarray, class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Per-class precision, recall (the class-wise accuracy) and F1 from a confusion matrix [true, predicted].
+
+    sklearn's definitions (`precision_recall_fscore_support` with `zero_division=0`): precision = TP / predicted,
+    recall = TP / support, F1 = their harmonic mean; 0 where a denominator is 0.
+
+    Returns:
+      One row per class, in class order: {"class", "support", "predicted", "precision", "recall", "f1"}.
+    """
+    confusion = np.asarray(confusion, np.int64)
+    tp = np.diag(confusion).astype(np.float64)
+    support, predicted = confusion.sum(axis=1), confusion.sum(axis=0)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    return [{"class": str(n), "support": int(s), "predicted": int(p), "precision": float(pr), "recall": float(r),
+             "f1": float(f)} for n, s, p, pr, r, f in zip(class_names, support, predicted, precision, recall, f1)]
+
+
+def format_per_class(rows: Sequence[dict[str, Any]]) -> str:
+    """`per_class` rows as a plain-text table."""
+    width = max(8, *(len(r["class"]) for r in rows))
+    head = f"{'class':>{width}}  precision  recall     f1  support"
+    return "\n".join([head, *(f"{r['class'][:width]:>{width}}  {r['precision']:9.4f}  {r['recall']:6.4f}  "
+                              f"{r['f1']:.4f}  {r['support']:7d}" for r in rows)])
+
+
 def multilabel(hits: np.ndarray, count: int, attribute_names: Sequence[str] | None = None) -> dict[str, Any]:
     """Mean attribute accuracy (FAER's CelebA metric) and per-attribute accuracy from per-attribute hits."""
     acc = np.asarray(hits, np.float64) / max(count, 1)

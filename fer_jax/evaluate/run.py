@@ -1,5 +1,5 @@
 """Evaluate a model directory (converted from PyTorch or trained here) on a dataset split: accuracy,
-balanced accuracy, per-class recall, and a confusion matrix as text, JSON and PNG.
+balanced accuracy, per-class precision / recall / F1 and the confusion matrix as text, JSON, CSV and PNG.
 
 A model that does not fit the data (class count, class names and order, image size) is refused, and so is
 a report destination that cannot be written or holds a report, all before any work (`--overwrite`
@@ -7,6 +7,7 @@ replaces a fer-jax report, nothing else)."""
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import os
@@ -22,7 +23,8 @@ from fer_jax.evaluate import driver, figures, metrics
 
 
 REPORT_FORMAT = "fer-jax-report/1"
-REPORT_FILES = ("report.json", "confusion_matrix.png", "per_attribute_accuracy.png")
+REPORT_FILES = ("report.json", "confusion_matrix.png", "per_class.png", "per_class.csv", "per_attribute_accuracy.png",
+                "per_attribute.csv")
 
 
 def check_out_dir(out_dir: str, overwrite: bool) -> str:
@@ -123,65 +125,76 @@ def evaluate_model(model_dir: str, config: ml_collections.ConfigDict, split: str
     log(f"{model_dir} on {d.name} {split}: {metrics.summary_line(result)}")
     if "confusion" in result:
         log(metrics.format_confusion(np.asarray(result["confusion"]), source.class_names))
+        log(metrics.format_per_class(metrics.per_class(np.asarray(result["confusion"]), source.class_names)))
     else:
         log("\n".join(f"{n:>20} {a:.4f}" for n, a in result["per_attribute_accuracy"].items()))
     if out_dir:
         report = {"format": REPORT_FORMAT, "model": os.path.abspath(model_dir), "dataset": d.name, "split": split,
                   **result}
-        write_report(out_dir, report, source.class_names)
-        figure = "confusion_matrix.png" if "confusion" in result else "per_attribute_accuracy.png"
-        log(f"wrote {out_dir}/report.json and {figure}")
+        names = write_report(out_dir, report, source.class_names)
+        log(f"wrote {', '.join(names)} in {out_dir}")
     return result
 
 
-def write_report(out_dir: str, report: dict[str, Any], class_names) -> None:
-    """report.json (and confusion_matrix.png, or a multi-label task's per_attribute_accuracy.png) into `out_dir`, each written to a temporary and renamed; a
-    failed write leaves `out_dir` as it was."""
+def write_report(out_dir: str, report: dict[str, Any], class_names) -> list[str]:
+    """The report files into `out_dir`: report.json (with a `per_class` table for single-label tasks), and
+
+    - single-label: confusion_matrix.png (counts and row-normalised), per_class.png and per_class.csv
+      (precision, recall = class-wise accuracy, F1, support);
+    - multi-label: per_attribute_accuracy.png and per_attribute.csv.
+
+    Each file is written to a temporary and renamed, report.json last; a failed write leaves `out_dir` as
+    it was (files of an earlier report it would have replaced excepted). Returns the names written.
+    """
     created = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     for name in REPORT_FILES:
         remove_stale_temporaries(os.path.join(out_dir, name))
-    tmp = os.path.join(out_dir, f"report.json.tmp-{os.getpid()}")
-    png = os.path.join(out_dir, f"figure.png.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
+    title = f"{'/'.join(os.path.normpath(report['model']).split(os.sep)[-2:])} on {report['dataset']} {report['split']}"
+    if "confusion" in report:
+        report = {**report, "per_class": metrics.per_class(np.asarray(report["confusion"]), class_names)}
+        writers = {
+            "confusion_matrix.png": lambda p: figures.confusion_matrix(np.asarray(report["confusion"]), class_names,
+                                                                        p, title),
+            "per_class.png": lambda p: figures.per_class_chart(report["per_class"], p, title),
+            "per_class.csv": lambda p: _write_csv(p, ["class", "support", "predicted", "precision", "recall", "f1"],
+                                                  [[r[k] for k in ("class", "support", "predicted", "precision",
+                                                                   "recall", "f1")] for r in report["per_class"]]),
+        }
+    else:  # multi-label: FAER's per-attribute chart
+        writers = {
+            "per_attribute_accuracy.png": lambda p: figures.attribute_accuracy_chart(report["per_attribute_accuracy"],
+                                                                                    p, title),
+            "per_attribute.csv": lambda p: _write_csv(p, ["attribute", "accuracy"],
+                                                      list(map(list, report["per_attribute_accuracy"].items()))),
+        }
+
+    def write_json(path: str) -> None:
+        with open(path, "w") as f:
             json.dump(report, f, indent=2)
-        if "confusion" in report:
-            plot_confusion(np.asarray(report["confusion"]), class_names, png)
-            os.replace(png, os.path.join(out_dir, "confusion_matrix.png"))
-        elif "per_attribute_accuracy" in report:  # multi-label: FAER's per-attribute chart
-            figures.attribute_accuracy_chart(report["per_attribute_accuracy"], png,
-                                             f"{'/'.join(os.path.normpath(report['model']).split(os.sep)[-2:])} on "
-                                             f"{report['dataset']} {report['split']}")
-            os.replace(png, os.path.join(out_dir, "per_attribute_accuracy.png"))
-        os.replace(tmp, os.path.join(out_dir, "report.json"))
+
+    writers["report.json"] = write_json
+    temporaries = []
+    try:
+        written = []
+        for name, write in writers.items():
+            tmp = os.path.join(out_dir, f"{name}.tmp-{os.getpid()}")
+            temporaries.append(tmp)
+            write(tmp)
+            written.append((tmp, os.path.join(out_dir, name)))
+        for tmp, final in written:
+            os.replace(tmp, final)
+        return list(writers)
     finally:
-        for path in (tmp, png):
+        for path in temporaries:
             if os.path.exists(path):
                 os.remove(path)
         if created and not os.listdir(out_dir):
             os.rmdir(out_dir)
 
 
-def plot_confusion(confusion: np.ndarray, class_names, path: str) -> None:
-    """Row-normalised confusion matrix (recall per true class) with counts, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    rows = confusion.sum(axis=1, keepdims=True)
-    norm = np.divide(confusion, rows, out=np.zeros_like(confusion, dtype=float), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(1.1 * len(class_names) + 2, 1.1 * len(class_names) + 1.5))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(class_names)):
-        for j in range(len(class_names)):
-            ax.text(j, i, f"{norm[i, j]:.2f}\n({confusion[i, j]})", ha="center", va="center", fontsize=8,
-                    color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
-    ax.set_yticks(range(len(class_names)), class_names)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100, format="png")
-    plt.close(fig)
+def _write_csv(path: str, header: list[str], rows: list[list[Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
