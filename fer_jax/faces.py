@@ -37,6 +37,12 @@ class Face:
         return self.x, self.y, self.width, self.height
 
 
+def levels16_to_uint8(levels: np.ndarray) -> np.ndarray:
+    """16-bit levels (0..65535) as 8-bit ones, rounded (65535 -> 255); clipping them instead would turn a 16-bit
+    image white."""
+    return np.clip(np.round(np.asarray(levels, np.float64) / 257.0), 0, 255).astype(np.uint8)
+
+
 def as_rgb8(image: np.ndarray) -> np.ndarray:
     """`image` as H x W x 3 uint8 RGB.
 
@@ -49,7 +55,7 @@ def as_rgb8(image: np.ndarray) -> np.ndarray:
     if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (3, 4)) or 0 in image.shape[:2]:
         raise ValueError(f"expected an H x W, H x W x 3 (RGB) or H x W x 4 (RGBA) image, got shape {image.shape}")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = levels16_to_uint8(image)
     elif image.dtype != np.uint8:
         raise ValueError(f"expected uint8 or uint16 pixels, got {image.dtype}")
     if image.ndim == 2:

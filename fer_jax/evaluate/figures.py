@@ -89,15 +89,13 @@ def confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], path: st
     side = max(3.2, 0.62 * k + 1.6)
     fig, axes = plt.subplots(1, 2, figsize=(2 * side + 1.2, side + 0.9), dpi=110)
     fontsize = 9 if k <= 8 else 7
-    for ax, values, name in ((axes[0], counts, "counts"), (axes[1], norm, "row-normalised (recall)")):
-        top = max(int(values.max()), 1) if values is counts else 1.0
-        scaled = values / top
+    panels = ((axes[0], counts, max(int(counts.max()), 1), "d", "counts"),
+              (axes[1], norm, 1.0, ".2f", "row-normalised (recall)"))
+    for ax, values, top, fmt, name in panels:
         image = ax.imshow(values, cmap="Blues", vmin=0, vmax=top)
-        for i in range(k):
-            for j in range(k):
-                text = f"{values[i, j]:d}" if values is counts else f"{values[i, j]:.2f}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=fontsize,
-                        color="white" if scaled[i, j] > 0.55 else "black")
+        for (i, j), v in np.ndenumerate(values):
+            ax.text(j, i, format(v, fmt), ha="center", va="center", fontsize=fontsize,
+                    color="white" if v / top > 0.55 else "black")
         ax.set_xticks(range(k), class_names, rotation=45, ha="right", fontsize=fontsize)
         ax.set_yticks(range(k), class_names, fontsize=fontsize)
         ax.set_xlabel("predicted")

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from fer_jax import models, pretrained, tasks, xla
+from fer_jax import faces, models, pretrained, tasks, xla
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import transforms
 from fer_jax.errors import ConfigError, DatasetError
@@ -103,8 +103,7 @@ def _open(path: str) -> Image.Image:
     try:
         with Image.open(path) as im:
             if im.mode.startswith("I;16") or im.mode == "I":
-                levels = np.asarray(im, np.float64) / 257.0  # 65535 -> 255
-                return Image.fromarray(np.clip(np.round(levels), 0, 255).astype(np.uint8)).convert("RGB")
+                return Image.fromarray(faces.levels16_to_uint8(np.asarray(im))).convert("RGB")
             return im.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
         raise DatasetError(f"{path} is not a readable image ({e})") from None
