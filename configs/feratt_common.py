@@ -26,6 +26,7 @@ Differences from upstream:
   `cpu` and `smoke` variants start from scratch.
 """
 
+from fer_jax.models import feratt as feratt_model
 from fer_jax.train import config as base_config
 
 ROOT = "data/feratt"  # upstream's ~/.datasets: ck/ck.mat, bu3dfe/bu3dfe.mat and the coco/ pictures
@@ -33,7 +34,7 @@ BACKGROUNDS = "coco"  # --databack ~/.datasets/coco, relative to the root (or an
 CLASSES = {"ck": 8, "bu3dfe": 7}  # NUMCLASS in runs/train_ck.sh, runs/train_bu3dfe.sh
 FOLD = {"kfold": 0, "nactor": 10}
 RESNET34 = "models/resnet34_imagenet_flax"  # torchvision's ImageNet ResNet34, converted by porting/convert.py
-CIFAR10 = "normalize((0.4914,0.4822,0.4465),(0.2023,0.1994,0.2010))"  # pytorch-classification misc.py
+CIFAR10 = feratt_model.CIFAR10_NORMALIZE  # pytorch-classification misc.py
 
 
 def pp_feratt(size: int = 64) -> str:

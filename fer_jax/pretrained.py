@@ -2,8 +2,12 @@
 
 Layout of a directory written by `porting/convert.py`:
 
-    DIR/fer_jax.json   {"format", "arch", "hparams", "source", "container", "num_batches_tracked",
-                        "report", "parity", ...}
+    DIR/fer_jax.json   {"format", "arch", "hparams", "preprocess", "source", "container",
+                        "num_batches_tracked", "report", "parity", ...}
+
+`preprocess` is how a face found in a photograph becomes the model's input ({"pp", "margin"}: see
+`models.FacePreprocess`), from the network's upstream inference at the model's input size; edit it to
+change what `scripts/predict.py` and `scripts/explain.py` feed the model.
     DIR/variables/     Orbax StandardCheckpointer tree {"params": ..., "batch_stats": ...}
 """
 
@@ -182,6 +186,7 @@ def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, 
       overwrite: replace an existing directory.
     """
     meta = {"format": FORMAT, "arch": arch, "hparams": hparams, **(metadata or {})}
+    meta.setdefault("preprocess", preprocessing(meta))
     with atomic_directory(directory, overwrite) as tmp:
         tree = jax.tree.map(np.asarray, variables)
         with _local_checkpointer() as ckptr:
@@ -191,6 +196,30 @@ def save_pretrained(directory: str | os.PathLike, arch: str, hparams: dict[str, 
             json.dump(meta, f, indent=2, sort_keys=False)
             f.write("\n")
 
+
+
+def input_size(meta: dict[str, Any]) -> tuple[int, int]:
+    """The (height, width) a model directory's network takes: its training size, else upstream's."""
+    size = meta.get("trained", {}).get("image_size") or models.spec(meta["arch"]).image_size
+    return (int(size), int(size)) if isinstance(size, int | float) else (int(size[0]), int(size[1]))
+
+
+def preprocessing(meta: dict[str, Any]) -> dict[str, Any]:
+    """{"pp": preprocessing string, "margin": crop margin} for a face found in a photograph: the directory's
+    own `preprocess` entry, else (directories written before it existed) the network's default at its input
+    size.
+
+    Raises:
+      CheckpointError: the stored entry is not a {"pp": str, "margin": number >= 0} mapping.
+    """
+    stored = meta.get("preprocess")
+    if stored is None:
+        return models.spec(meta["arch"]).face.at(input_size(meta))
+    if (not isinstance(stored, dict) or not isinstance(stored.get("pp"), str)
+            or not isinstance(stored.get("margin"), int | float) or stored["margin"] < 0):
+        raise CheckpointError(f"the model's {METADATA} has a bad \"preprocess\" entry {stored!r}; expected "
+                              '{"pp": "<preprocessing>", "margin": <number >= 0>}')
+    return {"pp": stored["pp"], "margin": float(stored["margin"])}
 
 
 def init_from(directory: str | os.PathLike, arch: str, variables: Any, *, drop: tuple[str, ...] = (),

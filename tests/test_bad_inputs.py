@@ -184,8 +184,8 @@ REFUSED = {
     "predict_top_0": Case("predict", ("--model", "{area}/run/best", "--top", "0", "{area}/afile"), 2,
                           r"flag --top=0: 0 is not"),
     "predict_missing_image": Case("predict", ("--model", "{area}/run/best", "{area}/none.jpg"), 1,
-                                  "image not found: .*none.jpg"),
-    "predict_no_image": Case("predict", ("--model", "{area}/run/best"), 2, "give one or more image files"),
+                                  "none.jpg: not found"),
+    "predict_no_image": Case("predict", ("--model", "{area}/run/best"), 2, "give one or more images, folders or videos"),
     "predict_labels_of_another_count": Case("predict", ("--model", "{area}/run/best", "--labels", "affectnet",
                                                         "{data}/Image/aligned/test_0001_aligned.jpg"), 1,
                                             "the model has 7 outputs but --labels affectnet names 8 classes"),
@@ -381,22 +381,43 @@ def test_make_synthetic_removes_stale_temporaries_and_honours_the_umask(tmp_path
     assert os.listdir(tmp_path) == ["faces"] and os.stat(tmp_path / "faces").st_mode & 0o777 == 0o775
 
 
-def test_predict_reads_16_bit_png_and_batches(env, tmp_path):
-    """A 16-bit grayscale PNG keeps its levels (PIL's convert clips it to white); images run a batch at a
-    time give what one batch gives."""
+def test_predict_reads_every_image_kind_and_batches(env, tmp_path):
+    """16-bit grayscale keeps its levels (PIL's convert clips it to white); 8-bit grayscale, palette, RGBA
+    and CMYK become RGB; an image beyond PIL's decompression-bomb guard is refused in one line; faces run
+    a batch at a time give what one batch gives."""
     from PIL import Image
 
+    from fer_jax.errors import DatasetError
     from fer_jax.evaluate import predict
 
     levels = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
     Image.fromarray(levels).save(tmp_path / "g16.png")
-    rgb = np.asarray(predict._open(str(tmp_path / "g16.png")))
+    rgb = predict.read_image(str(tmp_path / "g16.png"))
     assert rgb.shape == (32, 32, 3) and rgb.dtype == np.uint8
     np.testing.assert_array_equal(rgb[..., 0], np.round(levels / 257).astype(np.uint8))  # exact: 65535 = 255 * 257
+    colour = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(colour).convert("RGBA").save(tmp_path / "rgba.png")
+    np.testing.assert_array_equal(predict.read_image(str(tmp_path / "rgba.png")), colour)
+    Image.fromarray(colour[..., 0]).save(tmp_path / "gray.png")
+    np.testing.assert_array_equal(predict.read_image(str(tmp_path / "gray.png")), np.repeat(colour[..., :1], 3, 2))
+    Image.fromarray(colour).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    assert predict.read_image(str(tmp_path / "cmyk.jpg")).shape == (16, 24, 3)
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, 100  # 16 x 24 > 2 x 100: PIL's hard limit
+    try:
+        with pytest.raises(DatasetError, match="too large to decode safely"):
+            predict.read_image(str(tmp_path / "gray.png"))
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
     images = sorted(str(p) for p in pathlib.Path(env["data"], "Image", "aligned").glob("test_*"))[:3]
     model = str(env["area"] / "run" / "best")
-    chunked = predict.predict(model, images, top=7, batch_size=2)
-    whole = predict.predict(model, images, top=7, batch_size=3)
-    assert [[n for n, _ in r] for r in chunked] == [[n for n, _ in r] for r in whole]
+
+    def run(batch_size):
+        predictor = predict.Predictor(model, batch_size=batch_size)
+        return list(predict.predict_inputs(predictor, images, detect=False, on_problem=pytest.fail))
+
+    chunked, whole = run(2), run(3)
+    assert [p.source for p in chunked] == images and [p.face for p in chunked] == [None] * 3
     # float32 logits of the same images in batches of 2 and 3: XLA may order the reductions differently.
-    np.testing.assert_allclose([[p for _, p in r] for r in chunked], [[p for _, p in r] for r in whole], rtol=1e-5)
+    np.testing.assert_allclose([list(p.probabilities.values()) for p in chunked],
+                               [list(p.probabilities.values()) for p in whole], rtol=1e-5)

@@ -8,7 +8,7 @@ from typing import Any
 from flax import linen as nn
 
 from fer_jax.models import convnext, dan, emotion_fan, faer, feratt, preact_resnet
-from fer_jax.models.contract import InitRule, ModelSpec, VideoMethods, frames_example, output, sum_of
+from fer_jax.models.contract import FacePreprocess, InitRule, ModelSpec, VideoMethods, frames_example, output, sum_of
 from fer_jax.models.convnext import ConvNeXt
 from fer_jax.models.dan import DAN
 from fer_jax.models.emotion_fan import EmotionFAN
@@ -28,6 +28,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "resnet34": _resnet("resnet34"),
     "dan": ModelSpec(DAN, (224, 224), {"num_class": 7, "num_head": 4}, outputs=("out", "feat", "heads"),
                      num_classes_key="num_class", cam_layer="features.feature_map",
+                     face=FacePreprocess(margin=0.0),  # yaoing/DAN:demo.py classifies the cascade's box as is
                      init_from={"resnet18": InitRule(dan.BACKBONE_RENAMES, drop=("fc",),
                                                      init=("cat_head*", "fc", "bn"))}),
     # Trained on groups of 3 frames (`__call__`), evaluated per video (`video`); both heads always exist.
@@ -35,7 +36,8 @@ REGISTRY: dict[str, ModelSpec] = {
         EmotionFAN, (224, 224), {"num_class": 7, "at_type": "relation"}, outputs=("logits",),
         inputs=("frames",), example=frames_example(3), init_method="initialize", rng_streams=("dropout",),
         num_classes_key="num_class", cam_layer="feature_map",
-        video=VideoMethods(frame="frame_features", aggregate="video_logits"),
+        video=VideoMethods(frame="frame_features", aggregate="video_logits", weight=1),  # alpha
+        face=FacePreprocess("resize({h},{w})|to_float"),  # Resize(224) -> ToTensor, not normalised
         frozen=lambda hp: emotion_fan.UNUSED_HEADS[hp.get("at_type", "relation")],
         # The FER+ / MS-Celeb ResNet18 files: same backbone names at the root, their classifier dropped.
         init_from={"resnet18": InitRule(drop=("fc",), init=("alpha", "beta", "pred_fc1", "pred_fc2"))}),
@@ -56,14 +58,16 @@ REGISTRY: dict[str, ModelSpec] = {
     "feratt": ModelSpec(
         FERAttention, (64, 64), {"num_classes": 8, "num_filters": 32}, outputs=("y", "att", "g_att", "g_ft"),
         num_classes_key="num_classes", cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED,
-        init_from={"resnet34": feratt.ENCODER_INIT}),
+        init_from={"resnet34": feratt.ENCODER_INIT}, face=feratt.FACE),
     "feratt_rep": ModelSpec(
         FERAttentionGMM, (64, 64), {"num_classes": 8, "num_filters": 32, "dim": 32},
         outputs=("z", "y", "att", "g_att", "g_ft"), predict=output("y"), num_classes_key="num_classes",
-        cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED, init_from={"resnet34": feratt.ENCODER_INIT}),
+        cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED, init_from={"resnet34": feratt.ENCODER_INIT},
+        face=feratt.FACE),
     # FERAtt's classification baseline (32 px inputs).
     "preactresnet18": ModelSpec(PreActResNet18, (32, 32), {"num_classes": 8}, outputs=("logits",),
-                                num_classes_key="num_classes", cam_layer="feature_map"),
+                                num_classes_key="num_classes", cam_layer="feature_map",
+                                face=FacePreprocess(f"cv_resize({{h}},{{w}})|gray|to_float|{feratt.CIFAR10_NORMALIZE}")),
 }
 
 
@@ -88,5 +92,5 @@ def create(name: str, **kwargs: Any) -> nn.Module:
     return s.build(**{**s.defaults, **kwargs})
 
 
-__all__ = ["DAN", "FAER", "ConvNeXt", "EmotionFAN", "FERAttention", "FERAttentionGMM", "PreActResNet18", "REGISTRY",
+__all__ = ["DAN", "FAER", "ConvNeXt", "EmotionFAN", "FacePreprocess", "FERAttention", "FERAttentionGMM", "PreActResNet18", "REGISTRY",
            "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example", "output", "spec", "sum_of"]

@@ -16,7 +16,9 @@ A spec declares:
 - `video`: for frame-level networks with their own video aggregation (Emotion-FAN), the methods that give
   per-frame values and aggregate them per video;
 - `frozen`: parameters upstream's optimizer never touches (Emotion-FAN's idle head);
-- `init_from`: how pretrained weights of other architectures initialise it.
+- `init_from`: how pretrained weights of other architectures initialise it;
+- `face`: how a face found in a photograph becomes its input (crop margin, preprocessing), as upstream's
+  inference does; written into every model directory (`fer_jax.pretrained.preprocessing`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,25 @@ class InitRule:
 
 
 @dataclasses.dataclass(frozen=True)
+class FacePreprocess:
+    """How a detected face becomes the network's input (prediction and explanation on photographs).
+
+    Attributes:
+      pp: preprocessing of the square face crop (`fer_jax.data.transforms` syntax) with `{h}` and `{w}`
+        standing for the model's input size.
+      margin: context added around the detector's box on every side, as a fraction of its longer side.
+    """
+
+    pp: str = "resize({h},{w})|to_float|normalize('imagenet')"
+    margin: float = 0.1
+
+    def at(self, size: tuple[int, int] | list[int]) -> dict[str, Any]:
+        """{"pp": ..., "margin": ...} for an input of `size` (h, w): what model directories store."""
+        h, w = size
+        return {"pp": self.pp.format(h=int(h), w=int(w)), "margin": self.margin}
+
+
+@dataclasses.dataclass(frozen=True)
 class VideoMethods:
     """Methods of a frame-level network that classify videos of any length (Emotion-FAN).
 
@@ -55,10 +76,13 @@ class VideoMethods:
       frame: `method(images [N,H,W,C], train=False) -> per-frame values` (a tuple of arrays [N, ...]).
       aggregate: `method(*per_frame_values, video [N] int32, num_videos) -> logits [V, classes]`; frames
         whose video id is outside [0, V) are ignored.
+      weight: index of the per-frame value that is each frame's attention weight [N, 1] (reported by
+        prediction and explanation), or None.
     """
 
     frame: str
     aggregate: str
+    weight: int | None = None
 
 
 def first_output(outputs: Mapping[str, Array]) -> Array:
@@ -92,6 +116,7 @@ class ModelSpec:
         (they get no gradient in its training forward, so torch.optim skips them, weight decay included);
         the training optimizer leaves them untouched.
       init_from: source architecture -> how its pretrained weights initialise this network.
+      face: crop margin and preprocessing of a face found in a photograph (upstream's inference).
     """
 
     build: Callable[..., nn.Module]
@@ -108,6 +133,7 @@ class ModelSpec:
     video: VideoMethods | None = None
     frozen: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda hparams: ()
     init_from: dict[str, InitRule] = dataclasses.field(default_factory=dict)
+    face: FacePreprocess = FacePreprocess()
 
     def named(self, raw: Any) -> dict[str, Array]:
         """`__call__`'s raw return value -> {output name: array} in upstream order.

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.contract import InitRule
+from fer_jax.models.contract import FacePreprocess, InitRule
 from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.preact_resnet import PreActResNet18, torch_conv
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
@@ -58,6 +58,11 @@ ENCODER_INIT = InitRule(
 # normalize_layer: att_c * (std_c / 0.5) + (mean_c - 0.5) / 0.5 with CIFAR-10's mean and std.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+# the same as a preprocessing step (pytorch-classification's misc.py; the PreActResNet18 baseline's input)
+CIFAR10_NORMALIZE = "normalize((0.4914,0.4822,0.4465),(0.2023,0.1994,0.2010))"
+
+# A face in a photograph as upstream's real-face evaluation feeds it (eval.py: squash to 64 px, gray as RGB, [0, 1]).
+FACE = FacePreprocess("cv_resize({h},{w})|gray|to_float")
 
 # AttentionResNet's own num_filters: FERAttentionNet does not pass its num_filters on, so this stays 32.
 UNET_FILTERS = 32
