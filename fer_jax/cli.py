@@ -103,3 +103,39 @@ def run_user(fn: Callable[[], Any]) -> Any:
     if code:
         sys.exit(code)
     return result[0]
+
+
+class Skipped:
+    """Inputs a batch command (predict.py, explain.py) could not use, one `skipped PATH: reason` line each on
+    stderr as they happen, the rest of the batch going on. When a run produced nothing, `fail` ends it: its
+    only skip becomes the one `error:` line (held back until something else happens), several end with a
+    count; exit code 1."""
+
+    def __init__(self):
+        self.items: list[tuple[str, str]] = []
+        self._holding = True
+
+    def __call__(self, path: str, reason: str) -> None:
+        self.items.append((path, reason))
+        if not self._holding:
+            print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+        elif len(self.items) == 2:
+            self.release()
+
+    def release(self) -> None:
+        """Something came of the run: the held-back skip is printed as a skip."""
+        if self._holding:
+            self._holding = False
+            for path, reason in self.items:
+                print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
+
+    def fail(self, what: str) -> None:
+        """Exits 1 with one line: the only skip, or `nothing could be <what> (N inputs skipped)`."""
+        if len(self.items) == 1 and self._holding:
+            print("error: {}: {}".format(*self.items[0]), file=sys.stderr)
+        else:
+            print(f"error: nothing could be {what} ({len(self.items)} inputs skipped)", file=sys.stderr)
+        sys.exit(1)
+
+    def as_json(self) -> list[dict[str, str]]:
+        return [{"path": path, "reason": reason} for path, reason in self.items]

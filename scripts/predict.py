@@ -43,16 +43,7 @@ def main(argv: list[str]) -> None:
     if not paths:
         print("error: give one or more images, folders or videos (see --help)", file=sys.stderr)
         sys.exit(2)
-    skipped: list[tuple[str, str]] = []
-
-    def problem(path: str, reason: str) -> None:
-        # The first problem is held back until something else happens: when it is all there is, it becomes
-        # the one error line.
-        if len(skipped) == 1:
-            print("skipped {}: {}".format(*skipped[0]), file=sys.stderr, flush=True)
-        if skipped:
-            print(f"skipped {path}: {reason}", file=sys.stderr, flush=True)
-        skipped.append((path, reason))
+    skipped = cli.Skipped()
 
     def run():
         from fer_jax.evaluate import predict
@@ -63,17 +54,16 @@ def main(argv: list[str]) -> None:
         results = []
         try:
             for p in predict.predict_inputs(predictor, paths, detect=_FACES.value == "detect",
-                                            max_frames=_MAX_FRAMES.value, on_problem=problem,
+                                            max_frames=_MAX_FRAMES.value, on_problem=skipped,
                                             on_image=out.annotate if out else None):
-                if len(skipped) == 1 and not results:
-                    print("skipped {}: {}".format(*skipped[0]), file=sys.stderr, flush=True)
+                skipped.release()
                 results.append(p)
                 print(_line(p, _TOP.value), flush=True)
             if out is not None and results:
                 header = {"model": os.path.abspath(_MODEL.value), "arch": predictor.meta["arch"],
                           "preprocess": {"pp": predictor.pp, "margin": predictor.margin},
                           "faces": _FACES.value,
-                          "skipped": [{"path": path, "reason": reason} for path, reason in skipped]}
+                          "skipped": skipped.as_json()}
                 print(f"wrote {out.finish(results, header)}", file=sys.stderr)
         finally:
             if out is not None:
@@ -82,12 +72,7 @@ def main(argv: list[str]) -> None:
 
     results = cli.run_user(run)
     if not results:
-        if len(skipped) == 1:
-            print("error: {}: {}".format(*skipped[0]), file=sys.stderr)
-        else:
-            print(f"error: nothing could be classified ({len(skipped)} inputs skipped)", file=sys.stderr)
-        sys.exit(1)
-
+        skipped.fail("classified")
 
 def _line(p, top: int) -> str:
     where = p.source

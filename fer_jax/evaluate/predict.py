@@ -384,20 +384,21 @@ OUTPUT_FILES = ("predictions.json", "predictions.csv")
 class OutputDir:
     """`--out DIR`, filled in a temporary sibling that replaces DIR only when `finish` is called, so that an
     interrupted run leaves nothing half-written. DIR must be new or empty, or (with `overwrite`) an earlier
-    predict output.
+    output of the same script (one that holds `marker`).
 
     Raises:
       UserError: DIR cannot be written, or may not be replaced.
     """
 
-    def __init__(self, out: str, overwrite: bool = False):
+    def __init__(self, out: str, overwrite: bool = False, marker: str = OUTPUT_FILES[0], script: str = "predict.py"):
         self.out = check_output_path(out, "--out", directory=True)
         if os.path.isdir(self.out) and os.listdir(self.out):
-            if not os.path.isfile(os.path.join(self.out, OUTPUT_FILES[0])):
-                raise ConfigError(f"{self.out} is not empty and holds no {OUTPUT_FILES[0]} (not a predict.py "
-                                  "output); choose another --out")
+            if not os.path.isfile(os.path.join(self.out, marker)):
+                raise ConfigError(f"{self.out} is not empty and holds no {marker} (not a {script} output); choose "
+                                  "another --out")
             if not overwrite:
-                raise ConfigError(f"{self.out} already holds predictions; choose another --out or pass --overwrite")
+                raise ConfigError(f"{self.out} already holds {script} results; choose another --out or pass "
+                                  "--overwrite")
         parent = os.path.dirname(self.out)
         os.makedirs(parent, exist_ok=True)
         remove_stale_temporaries(self.out)
@@ -415,6 +416,10 @@ class OutputDir:
 
     def finish(self, predictions: Sequence[Prediction], header: dict[str, Any]) -> str:
         """Writes predictions.json and predictions.csv and moves the directory into place; returns its path."""
+        self._write_predictions(predictions, header)
+        return self.commit()
+
+    def _write_predictions(self, predictions: Sequence[Prediction], header: dict[str, Any]) -> None:
         rows = [{**dataclasses.asdict(p), "label": p.label, "annotated": self.images.get(p.source)}
                 for p in predictions]
         with open(os.path.join(self.tmp, "predictions.json"), "w") as f:
@@ -427,6 +432,9 @@ class OutputDir:
             for p in predictions:
                 writer.writerow([p.source, p.face or "", *(p.box or ("",) * 4), p.label,
                                  len(p.frames) if p.frames else "", *(f"{p.probabilities[n]:.6f}" for n in names)])
+
+    def commit(self) -> str:
+        """Moves the filled directory into place (replacing an earlier output); returns its path."""
         for d, _, files in os.walk(self.tmp):
             honour_umask(d, directory=True)
             for name in files:

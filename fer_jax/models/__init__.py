@@ -8,7 +8,7 @@ from typing import Any
 from flax import linen as nn
 
 from fer_jax.models import convnext, dan, emotion_fan, faer, feratt, preact_resnet
-from fer_jax.models.contract import FacePreprocess, InitRule, ModelSpec, VideoMethods, frames_example, output, sum_of
+from fer_jax.models.contract import FacePreprocess, InitRule, ModelSpec, VideoMethods, View, frames_example, output, sum_of
 from fer_jax.models.convnext import ConvNeXt
 from fer_jax.models.dan import DAN
 from fer_jax.models.emotion_fan import EmotionFAN
@@ -20,14 +20,16 @@ from fer_jax.models.resnet import STAGE_SIZES, ResNet
 
 def _resnet(stages: str) -> ModelSpec:
     return ModelSpec(functools.partial(ResNet, STAGE_SIZES[stages]), (224, 224), {"num_classes": 1000},
-                     outputs=("logits",), num_classes_key="num_classes", cam_layer="feature_map")
+                     outputs=("logits",), num_classes_key="num_classes", cam_layer="layer4")
 
 
 REGISTRY: dict[str, ModelSpec] = {
     "resnet18": _resnet("resnet18"),
     "resnet34": _resnet("resnet34"),
     "dan": ModelSpec(DAN, (224, 224), {"num_class": 7, "num_head": 4}, outputs=("out", "feat", "heads"),
-                     num_classes_key="num_class", cam_layer="features.feature_map",
+                     num_classes_key="num_class", cam_layer="features.7",  # layer4 in the Sequential's numbering
+                     views=lambda hp: tuple(View(f"head {i + 1}", f"sown:cat_head{i}.sa.attention")
+                                            for i in range(hp.get("num_head", 4))),
                      face=FacePreprocess(margin=0.0),  # yaoing/DAN:demo.py classifies the cascade's box as is
                      init_from={"resnet18": InitRule(dan.BACKBONE_RENAMES, drop=("fc",),
                                                      init=("cat_head*", "fc", "bn"))}),
@@ -35,7 +37,7 @@ REGISTRY: dict[str, ModelSpec] = {
     "emotion_fan": ModelSpec(
         EmotionFAN, (224, 224), {"num_class": 7, "at_type": "relation"}, outputs=("logits",),
         inputs=("frames",), example=frames_example(3), init_method="initialize", rng_streams=("dropout",),
-        num_classes_key="num_class", cam_layer="feature_map",
+        num_classes_key="num_class", cam_layer="layer4",
         video=VideoMethods(frame="frame_features", aggregate="video_logits", weight=1),  # alpha
         face=FacePreprocess("resize({h},{w})|to_float"),  # Resize(224) -> ToTensor, not normalised
         frozen=lambda hp: emotion_fan.UNUSED_HEADS[hp.get("at_type", "relation")],
@@ -45,11 +47,11 @@ REGISTRY: dict[str, ModelSpec] = {
     "convnext": ModelSpec(
         ConvNeXt, (224, 224), {"variant": "base", "num_classes": 1000, "drop_path_rate": 0.0},
         outputs=("feature", "logits"), predict=output("logits"), rng_streams=("drop_path",),
-        num_classes_key="num_classes", cam_layer="feature_map"),
+        num_classes_key="num_classes", cam_layer="stages.3"),
     "faer": ModelSpec(
         FAER, (224, 224), {"variant": "base", "num_classes": 40, "drop_path_rate": 0.25},
         outputs=("feature", "logits"), predict=output("logits"), rng_streams=("drop_path",),
-        num_classes_key="num_classes", cam_layer="feature_map",
+        num_classes_key="num_classes", cam_layer="attention",  # the CC-attention output
         # an ImageNet / MS-Celeb ConvNeXt (timm or facebookresearch file, converted): its classifier dropped,
         # CC attention and the head new; its final norm is loaded (upstream maps timm's head.norm onto it)
         init_from={"convnext": InitRule(drop=("head",), init=("attention", "head"))}),
@@ -57,16 +59,16 @@ REGISTRY: dict[str, ModelSpec] = {
     # Upstream always starts the encoder from torchvision's ImageNet ResNet34 (fc included), the rest new.
     "feratt": ModelSpec(
         FERAttention, (64, 64), {"num_classes": 8, "num_filters": 32}, outputs=("y", "att", "g_att", "g_ft"),
-        num_classes_key="num_classes", cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED,
-        init_from={"resnet34": feratt.ENCODER_INIT}, face=feratt.FACE),
+        num_classes_key="num_classes", cam_layer="netclass.layer4", frozen=lambda hp: feratt.UNUSED,
+        init_from={"resnet34": feratt.ENCODER_INIT}, face=feratt.FACE, views=lambda hp: feratt.VIEWS),
     "feratt_rep": ModelSpec(
         FERAttentionGMM, (64, 64), {"num_classes": 8, "num_filters": 32, "dim": 32},
         outputs=("z", "y", "att", "g_att", "g_ft"), predict=output("y"), num_classes_key="num_classes",
-        cam_layer="netclass.feature_map", frozen=lambda hp: feratt.UNUSED, init_from={"resnet34": feratt.ENCODER_INIT},
-        face=feratt.FACE),
+        cam_layer="netclass.layer4", frozen=lambda hp: feratt.UNUSED, init_from={"resnet34": feratt.ENCODER_INIT},
+        face=feratt.FACE, views=lambda hp: feratt.VIEWS),
     # FERAtt's classification baseline (32 px inputs).
     "preactresnet18": ModelSpec(PreActResNet18, (32, 32), {"num_classes": 8}, outputs=("logits",),
-                                num_classes_key="num_classes", cam_layer="feature_map",
+                                num_classes_key="num_classes", cam_layer="layer4",
                                 face=FacePreprocess(f"cv_resize({{h}},{{w}})|gray|to_float|{feratt.CIFAR10_NORMALIZE}")),
 }
 
@@ -93,4 +95,4 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["DAN", "FAER", "ConvNeXt", "EmotionFAN", "FacePreprocess", "FERAttention", "FERAttentionGMM", "PreActResNet18", "REGISTRY",
-           "InitRule", "ModelSpec", "ResNet", "VideoMethods", "create", "frames_example", "output", "spec", "sum_of"]
+           "InitRule", "ModelSpec", "ResNet", "VideoMethods", "View", "create", "frames_example", "output", "spec", "sum_of"]

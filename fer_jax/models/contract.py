@@ -12,7 +12,10 @@ A spec declares:
 - `init_method`: the method whose `init` creates *every* variable (layers that only some methods use
   included), with `rng_streams`: the RNG streams the network draws from in training (dropout, drop-path);
 - `num_classes_key`: the name of the class-count hyperparameter;
-- `cam_layer`: the name of the feature map it sows into `intermediates` for class-activation maps;
+- `cam_layer`: the module (dotted path, as in the parameters and upstream's torch names) whose output is
+  the feature map class-activation maps use: the map also sown as `intermediates/.../feature_map`;
+- `views`: what the network attends to, drawn beside the class-activation maps (DAN's per-head spatial
+  attention, FERAtt's attention image and maps);
 - `video`: for frame-level networks with their own video aggregation (Emotion-FAN), the methods that give
   per-frame values and aggregate them per video;
 - `frozen`: parameters upstream's optimizer never touches (Emotion-FAN's idle head);
@@ -69,6 +72,24 @@ class FacePreprocess:
 
 
 @dataclasses.dataclass(frozen=True)
+class View:
+    """A picture of what the network attends to for one input (`scripts/explain.py` draws it).
+
+    Attributes:
+      title: the column title, e.g. "head 1".
+      source: "output:NAME" (a declared output) or "sown:PATH" (`intermediates` sown at the dotted PATH,
+        e.g. "cat_head0.sa.attention").
+      kind: "heatmap": a map [B, h, w] or [B, h, w, 1], scaled to [0, 1] and overlaid on the input;
+        "class_heatmap": [B, h, w, classes] logits, the explained class's channel through a sigmoid, overlaid;
+        "image": [B, H, W, 3] shown as an image (scaled to [0, 1] per image).
+    """
+
+    title: str
+    source: str
+    kind: str = "heatmap"
+
+
+@dataclasses.dataclass(frozen=True)
 class VideoMethods:
     """Methods of a frame-level network that classify videos of any length (Emotion-FAN).
 
@@ -110,7 +131,8 @@ class ModelSpec:
       init_method: the method that creates every variable when initialised (None: `__call__`).
       rng_streams: RNG streams used in training, besides "params".
       num_classes_key: the hyperparameter that sets the number of classes (None: no classifier).
-      cam_layer: the name of the feature map sown into `intermediates` for class-activation maps.
+      cam_layer: the module (dotted path) whose output is the map class-activation maps use.
+      views: hyperparameters -> pictures of what the network attends to (see `View`).
       video: per-frame and per-video methods of a video network (None: an image network).
       frozen: hyperparameters -> module-path patterns of parameters that upstream's optimizer never changes
         (they get no gradient in its training forward, so torch.optim skips them, weight decay included);
@@ -134,6 +156,7 @@ class ModelSpec:
     frozen: Callable[[Mapping[str, Any]], tuple[str, ...]] = lambda hparams: ()
     init_from: dict[str, InitRule] = dataclasses.field(default_factory=dict)
     face: FacePreprocess = FacePreprocess()
+    views: Callable[[Mapping[str, Any]], tuple[View, ...]] = lambda hparams: ()
 
     def named(self, raw: Any) -> dict[str, Array]:
         """`__call__`'s raw return value -> {output name: array} in upstream order.

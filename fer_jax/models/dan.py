@@ -56,7 +56,9 @@ class SpatialAttention(nn.Module):
                     + branch(512, (1, 3), name="conv_1x3")(y, train=train)
                     + branch(512, (3, 1), name="conv_3x1")(y, train=train))
         # upstream quirk: a sum (not a mean) over 512 channels, so the map scales with the width.
-        return x * jnp.sum(y, axis=-1, keepdims=True)
+        attention = jnp.sum(y, axis=-1, keepdims=True)
+        self.sow("intermediates", "attention", attention)  # the head's spatial attention map (explain.py)
+        return x * attention
 
 
 class ChannelGate(nn.Module):

@@ -177,7 +177,8 @@ class EmotionFAN(nn.Module):
         """Upstream's eval "second level" for many ragged videos at once (no dropout: eval only).
 
         Self attention: pred_fc1(vm). Relation attention: with g = concat(f, vm of the frame's video)
-        and β = sigmoid(beta(g)), pred_fc2(Σ α·g / Σ α·β) per video.
+        and β = sigmoid(beta(g)), pred_fc2(Σ α·g / Σ α·β) per video. Sows each frame's factor in that
+        weighted mean as `intermediates/frame_weights` (α / Σα, or α / Σαβ), and β as `intermediates/frame_beta`.
 
         Args:
           f: frame features [N, 512] from `frame_features`.
@@ -189,15 +190,24 @@ class EmotionFAN(nn.Module):
           logits [num_videos, num_class].
         """
         vm = self.video_features(f, alpha, video, num_videos)
-        if self.at_type == "self":
-            return self.pred_fc1(vm)
         ids = _segment_ids(video, num_videos)
+        if self.at_type == "self":
+            self._sow_weights(alpha, jax.ops.segment_sum(alpha, ids, num_videos), ids)
+            return self.pred_fc1(vm)
         g = jnp.concatenate([f, vm[jnp.clip(ids, 0, num_videos - 1)]], axis=-1)
         beta = self.beta(g)
         # upstream quirk: the eval numerator is weighted by α only while the denominator is Σ α·β
         # (training puts α·β in both); kept so converted checkpoints score as upstream reported.
         numerator = jax.ops.segment_sum(g * alpha, ids, num_videos)
-        return self.pred_fc2(numerator / jax.ops.segment_sum(alpha * beta, ids, num_videos))
+        denominator = jax.ops.segment_sum(alpha * beta, ids, num_videos)
+        self.sow("intermediates", "frame_beta", beta)
+        self._sow_weights(alpha, denominator, ids)
+        return self.pred_fc2(numerator / denominator)
+
+    def _sow_weights(self, alpha: jax.Array, denominator: jax.Array, ids: jax.Array) -> None:
+        """Sows `frame_weights` [N, 1]: the factor each frame's features get in its video's aggregate."""
+        padded = jnp.concatenate([denominator, jnp.ones((1, 1), denominator.dtype)])  # padding frames: id V
+        self.sow("intermediates", "frame_weights", alpha / padded[ids])
 
     def initialize(self, frames: jax.Array, *, train: bool = False) -> jax.Array:
         """Init entry point: creates every variable (both heads, whatever `at_type`).

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.contract import FacePreprocess, InitRule
+from fer_jax.models.contract import FacePreprocess, InitRule, View
 from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.preact_resnet import PreActResNet18, torch_conv
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
@@ -63,6 +63,9 @@ CIFAR10_NORMALIZE = "normalize((0.4914,0.4822,0.4465),(0.2023,0.1994,0.2010))"
 
 # A face in a photograph as upstream's real-face evaluation feeds it (eval.py: squash to 64 px, gray as RGB, [0, 1]).
 FACE = FacePreprocess("cv_resize({h},{w})|gray|to_float")
+
+# What explain.py draws: the reconstructed attention image and the explained class's attention map.
+VIEWS = (View("attention image", "output:att", "image"), View("attention map", "output:g_att", "class_heatmap"))
 
 # AttentionResNet's own num_filters: FERAttentionNet does not pass its num_filters on, so this stays 32.
 UNET_FILTERS = 32
@@ -226,8 +229,8 @@ class FERAttention(nn.Module):
       y [B, num_classes] logits; att [B, H, W, 3] the attention image (>= 0, before re-normalisation);
       g_att [B, H, W, num_classes] attention logits (before the sigmoid); g_ft [B, H, W, num_classes] features.
 
-    The classifier's layer4 map is sown at `intermediates/netclass/feature_map` (cam_layer
-    "netclass.feature_map").
+    The classifier's layer4 map is sown at `intermediates/netclass/feature_map` (the output of cam_layer
+    "netclass.layer4").
 
     Attributes:
       num_classes: classes; also the channel count of g_att and g_ft (upstream's `num_classes`, 8 for CK+,

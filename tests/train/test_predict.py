@@ -100,7 +100,7 @@ def test_predict_finds_faces_in_a_photograph(dan, astronaut, tmp_path):
     assert changed[y, x:x + w].all() and changed[y + h - 1, x:x + w].all()  # the box
     assert not changed[y + 5:y + h - 5, x + 5:x + w - 5].any() and not changed[300:].any()  # face and the rest kept
     r = predict("--model", dan, astronaut, "--out", out)
-    assert r.returncode == 1 and r.stderr.strip().endswith("already holds predictions; choose another --out or "
+    assert r.returncode == 1 and r.stderr.strip().endswith("already holds predict.py results; choose another --out or "
                                                            "pass --overwrite"), r.stderr
 
 
@@ -147,3 +147,68 @@ def test_predict_video_network(emotion_fan, astronaut, tmp_path):
     assert lines[2].startswith("  frame weights: 0:") and len(weights) == 4 and max(weights) - min(weights) < 1e-3
     assert parse(lines[3])[0] == f"{clip} [video, 4 frames]"
     assert [int(w.split(":")[0]) for w in lines[4].split(": ", 1)[1].split()] == [0, 3, 6, 9]
+
+
+EXPLAIN = str(ROOT / "scripts" / "explain.py")
+
+
+def explain(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, EXPLAIN, *map(str, args)], capture_output=True, text=True, timeout=300)
+
+
+def test_explain_on_trained_model(dan, astronaut, tmp_path):
+    """Grad-CAM, Grad-CAM++ and DAN's four head maps for the face of a real photograph, for the predicted class
+    and for a chosen one; a layer that is not a map is refused in one line; --list_layers marks the default."""
+    r = explain("--model", dan, astronaut, "--out", tmp_path / "a")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("0001_astronaut.png: face 1 "), r.stdout
+    report = json.loads((tmp_path / "a" / "explanations.json").read_text())
+    assert report["layer"] == "features.7" and report["methods"] == ["gradcam", "gradcam++"]
+    (figure,) = report["figures"]
+    assert figure["faces"][0]["box"] == list(ASTRONAUT_FACE) and figure["faces"][0]["explained"] in CLASSES
+    width, height = Image.open(tmp_path / "a" / figure["figure"]).size
+    assert width > 4 * height > 600  # one row of 7 pictures: face, 2 maps, 4 heads
+
+    r = explain("--model", dan, astronaut, "--out", tmp_path / "b", "--class", "Happy", "--method", "gradcam")
+    assert r.returncode == 0, r.stderr
+    face = json.loads((tmp_path / "b" / "explanations.json").read_text())["figures"][0]["faces"][0]
+    assert face["explained"] == "Happy"
+    r = explain("--model", dan, astronaut, "--out", tmp_path / "c", "--layer", "fc")
+    assert r.returncode == 1 and r.stderr.strip().startswith("error: --layer 'fc' is not a module of dan whose "
+                                                             "output is an image map"), r.stderr
+    assert not (tmp_path / "c").exists()
+    r = explain("--model", dan, "--list_layers")
+    assert r.returncode == 0 and "features.7   (default)" in r.stdout.splitlines() and "features.6" in r.stdout
+
+
+def test_explain_video_network(emotion_fan, astronaut, tmp_path):
+    """Emotion-FAN: one figure per video, a row per frame, its self-attention and aggregation weights."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.open(astronaut).save(frames / f"{i:03d}.png")
+    r = explain("--model", emotion_fan, frames, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    (figure,) = json.loads((tmp_path / "out" / "explanations.json").read_text())["figures"]
+    weights = figure["frame_weights"]
+    assert figure["frames"] == [0, 1, 2] and set(weights) == {"self-attention", "aggregation"}
+    # identical frames: equal weights; relation attention's aggregation factor is alpha / sum(alpha * beta)
+    for values in weights.values():
+        assert len(values) == 3 and max(values) - min(values) < 1e-6
+    width, height = Image.open(tmp_path / "out" / figure["figure"]).size
+    assert height > width  # three rows of pictures and the weight bars
+
+
+def test_explain_feratt_views(astronaut, tmp_path):
+    """FERAtt's attention image and attention map are drawn beside the class-activation maps."""
+    import jax
+
+    from fer_jax import models, pretrained
+
+    spec, module = models.spec("feratt"), models.create("feratt")
+    inputs = {k: np.zeros(s.shape, s.dtype) for k, s in spec.example_inputs(1, 64).items()}
+    pretrained.save_pretrained(tmp_path / "model", "feratt", {}, spec.init(module, jax.random.key(0), inputs))
+    r = explain("--model", tmp_path / "model", astronaut, "--out", tmp_path / "out", "--method", "gradcam++")
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "out" / "explanations.json").read_text())
+    assert report["layer"] == "netclass.layer4" and len(report["figures"][0]["faces"]) == 1

@@ -1,0 +1,157 @@
+"""Grad-CAM / Grad-CAM++ and attention views against the torch reference on the same weights.
+
+The torch side takes the layer's output and its gradient with autograd (a forward hook and `retain_grad`),
+computes both maps with its own torch code (pytorch-grad-cam's formulas) and upsamples them with
+`F.interpolate(bilinear, align_corners=False)`. Semantics are proved in float64 (~1e-12); float32 is judged
+against torch's own float32 error on the same weights and inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import parity
+import torch_helpers
+from fer_jax import models, pretrained
+from fer_jax.evaluate import explain, predict
+
+SIZE, BATCH = 64, 3
+
+
+def torch_cams(model, layer: torch.nn.Module, x: torch.Tensor, target: int | None):
+    """(grad-cam [B,h,w], grad-cam++ [B,h,w], logits, target, sa-attention per head) from torch autograd."""
+    captured, heads = {}, []
+
+    def keep(_, __, out):
+        out.retain_grad()
+        captured["a"] = out
+
+    def head_map(module, inputs, _):  # DAN's SpatialAttention map y.sum(1), recomputed from its input
+        y = module.conv1x1(inputs[0])
+        heads.append(module.relu(module.conv_3x3(y) + module.conv_1x3(y) + module.conv_3x1(y)).sum(1))
+
+    hooks = [layer.register_forward_hook(keep)]
+    hooks += [getattr(model, f"cat_head{i}").sa.register_forward_hook(head_map) for i in range(model.num_head)]
+    logits = model(x)[0]
+    chosen = logits.argmax(1) if target is None else torch.full((len(x),), target)
+    logits.gather(1, chosen[:, None]).sum().backward()
+    for h in hooks:
+        h.remove()
+    a, g = captured["a"].detach(), captured["a"].grad
+    cam = torch.relu((g.mean((2, 3), keepdim=True) * a).sum(1))
+    g2, g3 = g ** 2, g ** 3
+    aij = torch.where(g != 0, g2 / (2 * g2 + a.sum((2, 3), keepdim=True) * g3 + 1e-6), torch.zeros_like(g))
+    cam_pp = torch.relu(((torch.relu(g) * aij).sum((2, 3), keepdim=True) * a).sum(1))
+    return cam, cam_pp, logits.detach(), chosen, torch.stack(heads, 1).detach()
+
+
+def torch_scaled_upsampled(cam: torch.Tensor) -> np.ndarray:
+    low = cam.amin((1, 2), keepdim=True)
+    span = cam.amax((1, 2), keepdim=True) - low
+    scaled = torch.where(span > 0, (cam - low) / torch.where(span > 0, span, torch.ones_like(span)), 0)
+    return F.interpolate(scaled[:, None], size=(SIZE, SIZE), mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+@functools.cache
+def setup(tmp: str):
+    tmodel = torch_helpers.random_dan(seed=3, image_size=SIZE)
+    module, variables32, _ = parity.convert(tmodel, "dan", {}, SIZE)
+    _, variables64, _ = parity.convert(tmodel, "dan", {}, SIZE, np.float64)
+    pretrained.save_pretrained(f"{tmp}/dan", "dan", {"num_class": 7, "num_head": 4}, variables32,
+                               {"trained": {"image_size": SIZE, "task": "classification"}})
+    x = np.random.default_rng(5).normal(size=(BATCH, SIZE, SIZE, 3))
+    return tmodel, variables32, variables64, x
+
+
+def run_both(tmp, dtype, layer: str, target: int | None):
+    tmodel, v32, v64, x = setup(str(tmp))
+    predictor = predict.Predictor(f"{tmp}/dan")
+    predictor.variables = v64 if dtype == np.float64 else v32
+    e = explain.Explainer(predictor, layer).images(x.astype(dtype), target)
+    tdtype = torch.float64 if dtype == np.float64 else torch.float32
+    tm = parity.torch_copy(tmodel, tdtype)
+    tlayer = tm.features[int(layer.split(".")[1])]
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(tdtype)
+    return e, torch_cams(tm, tlayer, xt, target)
+
+
+@pytest.fixture(scope="module")
+def area(tmp_path_factory):
+    return tmp_path_factory.mktemp("explain")
+
+
+@pytest.mark.parametrize("layer,target", [("features.7", None), ("features.6", 2)])
+def test_grad_cam_matches_torch_float64(area, layer, target):
+    """The declared layer (DAN's layer4) for the predicted class, and a layer the user names (layer3) for a
+    chosen class: maps, logits, the class explained and the per-head attention views agree to ~1e-12."""
+    with jax.enable_x64(True):
+        e, (cam, cam_pp, logits, chosen, heads) = run_both(area, np.float64, layer, target)
+    np.testing.assert_array_equal(e.target, chosen.numpy())
+    np.testing.assert_allclose(e.logits, logits.numpy(), rtol=0, atol=1e-10)
+    for ours, ref in ((explain.grad_cam(e.activations, e.gradients), cam),
+                      (explain.grad_cam_pp(e.activations, e.gradients), cam_pp)):
+        ref = ref.numpy()
+        assert ref.max() > 0 and ours.shape == ref.shape
+        print(f"{layer}: max |ours - torch| / max = {np.abs(ours - ref).max() / ref.max():.1e} (float64)")
+        np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12 * ref.max())
+        up = explain.upsample(explain.scale(ours), (SIZE, SIZE))
+        # cv2 resizes in float32: 1e-6 of the [0, 1] range
+        np.testing.assert_allclose(up, torch_scaled_upsampled(torch.from_numpy(ref)), rtol=0, atol=1e-6)
+    for i in range(4):
+        np.testing.assert_allclose(e.views[f"head {i + 1}"][..., 0], heads[:, i].numpy(), rtol=1e-10, atol=1e-10)
+
+
+def test_grad_cam_float32_within_torch_error(area):
+    """float32 maps against float64 torch, bounded by torch float32's own distance to float64 (x4 margin for
+    a second implementation's rounding; both distances are measured and printed)."""
+    with jax.enable_x64(True):
+        _, (cam64, pp64, *_rest) = run_both(area, np.float64, "features.7", None)
+    e, (cam32, pp32, *_rest) = run_both(area, np.float32, "features.7", None)
+    for name, ours, t32, t64 in (("gradcam", explain.grad_cam(e.activations, e.gradients), cam32, cam64),
+                                 ("gradcam++", explain.grad_cam_pp(e.activations, e.gradients), pp32, pp64)):
+        t64 = t64.numpy()
+        ours_err = np.abs(ours - t64).max() / t64.max()
+        torch_err = np.abs(t32.numpy().astype(np.float64) - t64).max() / t64.max()
+        print(f"{name}: fer-jax float32 {ours_err:.2e}, torch float32 {torch_err:.2e} (of the map's maximum)")
+        assert ours_err <= 4 * max(torch_err, 1e-6), (ours_err, torch_err)
+
+
+SOWN_UNDER = {"dan": ("features",), "feratt": ("netclass",), "feratt_rep": ("netclass",)}  # else at the root
+
+
+def test_every_network_declares_a_layer_that_is_its_feature_map():
+    """`cam_layer` names a module called once per forward whose output is the map each network sows as
+    `feature_map` (CPU-sized variants)."""
+    from flax import linen as nn
+
+    sizes = {"feratt": 64, "feratt_rep": 64, "preactresnet18": 32}
+    hparams = {"convnext": {"variant": "atto", "num_classes": 5}, "faer": {"variant": "atto"}}
+    for arch, spec in models.REGISTRY.items():
+        module = models.create(arch, **hparams.get(arch, {}))
+        size = sizes.get(arch, 32)
+        x = np.random.default_rng(0).normal(size=(1, size, size, 3)).astype(np.float32)
+        variables = spec.init(module, jax.random.key(0), {k: np.zeros(s.shape, s.dtype) for k, s in
+                                                          spec.example_inputs(1, size).items()})
+        seen = []
+
+        def interceptor(next_fun, args, kwargs, context, seen=seen, layer=spec.cam_layer):
+            out = next_fun(*args, **kwargs)
+            if context.method_name == "__call__" and ".".join(context.module.path) == layer:
+                seen.append(out)
+            return out
+
+        method = spec.video.frame if spec.video else None
+        with nn.intercept_methods(interceptor):
+            _, state = module.apply(variables, x, train=False, mutable=["intermediates"],
+                                    **({"method": method} if method else {}))
+        sown = state["intermediates"]
+        for part in SOWN_UNDER.get(arch, ()):
+            sown = sown[part]
+        assert len(seen) == 1, (arch, len(seen))
+        np.testing.assert_array_equal(np.asarray(seen[0]), np.asarray(sown["feature_map"][0]), err_msg=arch)
