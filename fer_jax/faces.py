@@ -1,10 +1,14 @@
 """Finding faces in photographs, and the crops a model classifies.
 
-The detector is OpenCV's frontal-face Haar cascade. Its model file ships inside `opencv-python-headless`
-below 5 (the 5.x wheels no longer bundle the cascades), so nothing is downloaded at run time.
+The default detector is OpenCV's frontal-face Haar cascade. Its model file ships inside
+`opencv-python-headless` below 5 (the 5.x wheels no longer bundle the cascades), so nothing is downloaded at
+run time. The optional `dlib` extra (`pip install 'fer-jax[dlib]'`: dlib's wheels and the
+`face_recognition_models` package, which ships dlib's 5-point landmark model) adds dlib's HOG detector with
+5-point landmarks, and aligned face chips (`align`) like Emotion-FAN's preprocessing.
 
     faces = detect(image)                    # every face, largest first
     crops = [crop(image, f, margin=0.2, size=224) for f in faces]
+    chips = [align(image, f, size=224, padding=0.25) for f in detect(image, detector="dlib")]
 
 Images are NumPy arrays, H x W (grayscale), H x W x 1, H x W x 3 (RGB) or H x W x 4 (RGBA, alpha dropped),
 uint8 or uint16 (16-bit levels scaled to 8 bits); `as_rgb8` states what it accepts.
@@ -19,18 +23,22 @@ import os
 import numpy as np
 
 CASCADE = "haarcascade_frontalface_default.xml"
+DETECTORS = ("opencv", "dlib")
+LANDMARKS = "shape_predictor_5_face_landmarks.dat"  # in face_recognition_models/models/
 
 
 @dataclasses.dataclass(frozen=True)
 class Face:
-    """A detected face: its box in image pixels (x, y of the top-left corner, width, height) and the
-    cascade's confidence (the final stage's weighted vote; larger is surer)."""
+    """A detected face: its box in image pixels (x, y of the top-left corner, width, height), the detector's
+    confidence (OpenCV: the cascade's final-stage vote; dlib: the HOG detector's score; larger is surer) and,
+    from dlib, five landmarks (x, y) in image pixels (eye corners and the base of the nose)."""
 
     x: int
     y: int
     width: int
     height: int
     score: float
+    landmarks: tuple[tuple[float, float], ...] | None = None
 
     @property
     def box(self) -> tuple[int, int, int, int]:
@@ -75,13 +83,44 @@ def _cascade(name: str):
     return classifier
 
 
-def detect(image: np.ndarray, *, min_size: int = 24, scale_factor: float = 1.1, min_neighbors: int = 5,
-           max_side: int = 1600) -> list[Face]:
+@functools.cache
+def _dlib():
+    """(dlib module, frontal HOG detector, 5-point shape predictor), or a one-line error naming the extra."""
+    import importlib.util
+
+    from fer_jax.errors import ConfigError
+
+    spec = importlib.util.find_spec("face_recognition_models")
+    try:
+        import dlib
+    except ImportError:
+        dlib = None
+    if dlib is None or spec is None:
+        raise ConfigError("the dlib detector needs the dlib extra: pip install 'fer-jax[dlib]' (dlib-bin and "
+                          "face_recognition_models, which ships the 5-point landmark model)")
+    # the package's own __init__ needs pkg_resources; only its data file is used
+    path = os.path.join(spec.submodule_search_locations[0], "models", LANDMARKS)
+    return dlib, dlib.get_frontal_face_detector(), dlib.shape_predictor(path)
+
+
+def check_detector(detector: str) -> None:
+    """Raises ConfigError for an unknown detector, or dlib without its extra installed."""
+    from fer_jax.errors import ConfigError
+
+    if detector not in DETECTORS:
+        raise ConfigError(f"unknown face detector {detector!r}; use one of {', '.join(DETECTORS)}")
+    if detector == "dlib":
+        _dlib()
+
+
+def detect(image: np.ndarray, *, detector: str = "opencv", min_size: int = 24, scale_factor: float = 1.1,
+           min_neighbors: int = 5, max_side: int = 1600) -> list[Face]:
     """Every frontal face in `image`, largest first.
 
     Args:
       image: see `as_rgb8`.
-      min_size: the smallest face side searched, in pixels of `image`.
+      detector: "opencv" (the Haar cascade) or "dlib" (HOG detector with 5-point landmarks; the dlib extra).
+      min_size: the smallest face side searched, in pixels of `image` (OpenCV).
       scale_factor, min_neighbors: the cascade's search step and the overlapping detections a face needs
         (OpenCV's `detectMultiScale`).
       max_side: larger images are searched at this longest side (boxes are mapped back), which bounds the time
@@ -89,12 +128,18 @@ def detect(image: np.ndarray, *, min_size: int = 24, scale_factor: float = 1.1, 
 
     Returns:
       The faces, by decreasing area; boxes lie inside the image.
+
+    Raises:
+      ConfigError: an unknown detector, or dlib without its extra installed.
     """
     import cv2
 
+    check_detector(detector)
     rgb = as_rgb8(image)
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
+    if detector == "dlib":
+        return _detect_dlib(rgb, scale)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if scale < 1.0:
         gray = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -108,6 +153,41 @@ def detect(image: np.ndarray, *, min_size: int = 24, scale_factor: float = 1.1, 
         x1, y1 = min(w, round((x + bw) / scale)), min(h, round((y + bh) / scale))
         faces.append(Face(int(x0), int(y0), int(x1 - x0), int(y1 - y0), float(weight)))
     return sorted(faces, key=lambda f: f.width * f.height, reverse=True)
+
+
+def _detect_dlib(rgb: np.ndarray, scale: float) -> list[Face]:
+    """dlib's HOG detector (upsampled once, threshold 0, as upstream Emotion-FAN's alignment calls it) and the
+    5-point landmarks of each face, at `scale` of the image and mapped back."""
+    import cv2
+
+    dlib, detector, predictor = _dlib()
+    h, w = rgb.shape[:2]
+    small = rgb if scale == 1.0 else cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                interpolation=cv2.INTER_AREA)
+    rects, scores, _ = detector.run(small, 1, 0.0)
+    faces = []
+    for rect, score in zip(rects, scores):
+        points = tuple((p.x / scale, p.y / scale) for p in predictor(small, rect).parts())
+        x0, y0 = max(0, round(rect.left() / scale)), max(0, round(rect.top() / scale))
+        x1, y1 = min(w, round((rect.right() + 1) / scale)), min(h, round((rect.bottom() + 1) / scale))
+        if x1 > x0 and y1 > y0:
+            faces.append(Face(int(x0), int(y0), int(x1 - x0), int(y1 - y0), float(score), points))
+    return sorted(faces, key=lambda f: f.width * f.height, reverse=True)
+
+
+def align(image: np.ndarray, face: Face, *, size: int, padding: float = 0.25) -> np.ndarray:
+    """The face rotated upright and scaled from its five landmarks (dlib's `get_face_chip`), size x size RGB
+    uint8 with `padding` of context: Emotion-FAN's preprocessing (size 224, padding 0.25).
+
+    Raises:
+      ValueError: the face has no landmarks (it was not found by the dlib detector).
+    """
+    if face.landmarks is None:
+        raise ValueError("aligning a face needs its landmarks: detect it with detector='dlib'")
+    dlib, _, _ = _dlib()
+    rect = dlib.rectangle(face.x, face.y, face.x + face.width - 1, face.y + face.height - 1)
+    shape = dlib.full_object_detection(rect, [dlib.point(round(x), round(y)) for x, y in face.landmarks])
+    return np.ascontiguousarray(dlib.get_face_chip(as_rgb8(image), shape, size=size, padding=padding))
 
 
 def crop(image: np.ndarray, face: Face, *, margin: float = 0.2, size: int | None = None) -> np.ndarray:

@@ -205,21 +205,26 @@ def input_size(meta: dict[str, Any]) -> tuple[int, int]:
 
 
 def preprocessing(meta: dict[str, Any]) -> dict[str, Any]:
-    """{"pp": preprocessing string, "margin": crop margin} for a face found in a photograph: the directory's
-    own `preprocess` entry, else (directories written before it existed) the network's default at its input
-    size.
+    """{"pp": preprocessing string, "margin": crop margin, "align": aligned-chip padding or None} for a face
+    found in a photograph (see `models.FacePreprocess`): the directory's own `preprocess` entry, else
+    (directories written before it existed) the network's default at its input size.
 
     Raises:
-      CheckpointError: the stored entry is not a {"pp": str, "margin": number >= 0} mapping.
+      CheckpointError: the stored entry is not such a mapping.
     """
     stored = meta.get("preprocess")
     if stored is None:
         return models.spec(meta["arch"]).face.at(input_size(meta))
-    if (not isinstance(stored, dict) or not isinstance(stored.get("pp"), str)
-            or not isinstance(stored.get("margin"), int | float) or stored["margin"] < 0):
+
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+
+    if (not isinstance(stored, dict) or not isinstance(stored.get("pp"), str) or not number(stored.get("margin"))
+            or not (stored.get("align") is None or number(stored["align"]))):
         raise CheckpointError(f"the model's {METADATA} has a bad \"preprocess\" entry {stored!r}; expected "
-                              '{"pp": "<preprocessing>", "margin": <number >= 0>}')
-    return {"pp": stored["pp"], "margin": float(stored["margin"])}
+                              '{"pp": "<preprocessing>", "margin": <number >= 0>, "align": <number >= 0 or null>}')
+    align = stored.get("align")
+    return {"pp": stored["pp"], "margin": float(stored["margin"]), "align": None if align is None else float(align)}
 
 
 def init_from(directory: str | os.PathLike, arch: str, variables: Any, *, drop: tuple[str, ...] = (),

@@ -33,6 +33,9 @@ _METHOD = flags.DEFINE_list("method", ["gradcam", "gradcam++"], "gradcam and/or 
 _LABELS = flags.DEFINE_string("labels", None, "class order of the model's outputs, e.g. rafdb or affectnet")
 _FACES = flags.DEFINE_enum("faces", "detect", ["detect", "none"],
                            "detect: find every face; none: the images are face crops already")
+_DETECTOR = flags.DEFINE_enum("detector", "opencv", ["opencv", "dlib"],
+                               "face detector: OpenCV's Haar cascade, or dlib's HOG detector with 5-point landmarks "
+                               "(aligned faces where the model's preprocessing aligns; pip install 'fer-jax[dlib]')")
 _MARGIN = flags.DEFINE_float("margin", None, "context around each face box (default: the model directory's)",
                              lower_bound=0.0)
 _MAX_FRAMES = flags.DEFINE_integer("max_frames", 8, "frames shown per video, spread over its length", lower_bound=1)
@@ -52,7 +55,7 @@ def main(argv: list[str]) -> None:
         from fer_jax.evaluate import explain, predict
 
         predictor = predict.Predictor(_MODEL.value, order=_LABELS.value, batch_size=_BATCH.value,
-                                      margin=_MARGIN.value)
+                                      margin=_MARGIN.value, detector=_DETECTOR.value)
         if _LIST.value:
             h, w = pretrained.input_size(predictor.meta)
             shape = predictor.prepare(__import__("numpy").zeros((h, w, 3), "uint8")).shape

@@ -31,6 +31,9 @@ _TOP = flags.DEFINE_integer("top", 3, "classes shown per face (at least 1)", low
 _BATCH = flags.DEFINE_integer("batch_size", 16, "faces run at a time", lower_bound=1)
 _FACES = flags.DEFINE_enum("faces", "detect", ["detect", "none"],
                            "detect: find every face and classify each; none: the images are face crops already")
+_DETECTOR = flags.DEFINE_enum("detector", "opencv", ["opencv", "dlib"],
+                               "face detector: OpenCV's Haar cascade, or dlib's HOG detector with 5-point landmarks "
+                               "(aligned faces where the model's preprocessing aligns; pip install 'fer-jax[dlib]')")
 _MARGIN = flags.DEFINE_float("margin", None, "context around each face box, as a fraction of its side (default: "
                                              "the model directory's)", lower_bound=0.0)
 _MAX_FRAMES = flags.DEFINE_integer("max_frames", 64, "frames used per video, spread over its length", lower_bound=1)
@@ -49,7 +52,7 @@ def main(argv: list[str]) -> None:
         from fer_jax.evaluate import predict
 
         predictor = predict.Predictor(_MODEL.value, order=_LABELS.value, batch_size=_BATCH.value,
-                                      margin=_MARGIN.value)
+                                      margin=_MARGIN.value, detector=_DETECTOR.value)
         out = predict.OutputDir(_OUT.value, _OVERWRITE.value) if _OUT.value else None
         results = []
         try:
@@ -61,7 +64,8 @@ def main(argv: list[str]) -> None:
                 print(_line(p, _TOP.value), flush=True)
             if out is not None and results:
                 header = {"model": os.path.abspath(_MODEL.value), "arch": predictor.meta["arch"],
-                          "preprocess": {"pp": predictor.pp, "margin": predictor.margin},
+                          "preprocess": {"pp": predictor.pp, "margin": predictor.margin, "align": predictor.align},
+                          "detector": predictor.detector,
                           "faces": _FACES.value,
                           "skipped": skipped.as_json()}
                 print(f"wrote {out.finish(results, header)}", file=sys.stderr)

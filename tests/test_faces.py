@@ -64,3 +64,52 @@ def test_crop_is_square_around_the_face_and_repeats_the_border(astronaut):
     assert corner.shape == (80, 80, 3)
     np.testing.assert_array_equal(corner[:20, :20], np.broadcast_to(astronaut[0, 0], (20, 20, 3)))
     np.testing.assert_array_equal(corner[20:, 20:], astronaut[:60, :60])
+
+
+def test_dlib_detector_with_landmarks(astronaut):
+    """The dlib extra: the HOG detector finds the face (it also scores the mission patch above its threshold 0,
+    as upstream's alignment runs it) with five landmarks inside the box, the nose below the eyes."""
+    found = faces.detect(astronaut, detector="dlib")
+    best = max(found, key=lambda f: f.score)
+    assert near(best.box, ASTRONAUT_FACE, 12) and best.score > 1, found
+    (e1, e2, e3, e4, nose) = best.landmarks
+    for x, y in best.landmarks:
+        assert best.x <= x < best.x + best.width and best.y <= y < best.y + best.height
+    assert nose[1] > max(e[1] for e in (e1, e2, e3, e4)) + 15
+    assert min(e1[0], e2[0]) > nose[0] > max(e3[0], e4[0])  # one eye's corners either side of the nose
+
+
+def test_aligned_chips_undo_rotation(astronaut):
+    """`align` (dlib's get_face_chip from the landmarks) gives the same upright chip for the photograph and for
+    the photograph turned by 12 degrees; a box crop of the turned photograph differs far more."""
+    h, w = astronaut.shape[:2]
+    turned = cv2.warpAffine(astronaut, cv2.getRotationMatrix2D((w / 2, h / 2), 12, 1.0), (w, h),
+                            flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    chips, crops = [], []
+    for image in (astronaut, turned):
+        face = max(faces.detect(image, detector="dlib"), key=lambda f: f.score)
+        chips.append(faces.align(image, face, size=112, padding=0.25).astype(float))
+        crops.append(faces.crop(image, face, margin=0.25, size=112).astype(float))
+    assert chips[0].shape == (112, 112, 3)
+    aligned, unaligned = np.abs(chips[0] - chips[1]).mean(), np.abs(crops[0] - crops[1]).mean()
+    assert aligned < 12 and aligned < unaligned / 2, (aligned, unaligned)
+    with pytest.raises(ValueError, match="needs its landmarks"):
+        faces.align(astronaut, faces.detect(astronaut)[0], size=112)
+
+
+def test_dlib_without_its_extra_is_one_clear_error(monkeypatch):
+    import importlib.util
+
+    from fer_jax.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "face_recognition_models"
+                        else real(name, *a))
+    faces._dlib.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"pip install 'fer-jax\[dlib\]'"):
+            faces.check_detector("dlib")
+    finally:
+        faces._dlib.cache_clear()
+    with pytest.raises(ConfigError, match="unknown face detector 'mtcnn'"):
+        faces.check_detector("mtcnn")

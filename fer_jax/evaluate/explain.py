@@ -306,7 +306,6 @@ def explain_inputs(explainer: Explainer, paths: Sequence[str], out: Any, *, dete
                    on_problem, on_figure=lambda path, record: None) -> list[dict[str, Any]]:
     """One figure per image (a row per face) or per video (a row per frame, weight bars below) in `out.tmp`
     (a `predict.OutputDir`); returns a record per figure. Unusable inputs go to `on_problem(path, reason)`."""
-    from fer_jax import faces
     from fer_jax.errors import DatasetError
     from fer_jax.evaluate import predict
 
@@ -321,8 +320,7 @@ def explain_inputs(explainer: Explainer, paths: Sequence[str], out: Any, *, dete
     def crops_of(rgb: np.ndarray, largest_only: bool) -> list[tuple[int | None, Any, np.ndarray]]:
         if not detect:
             return [(None, None, rgb)]
-        found = faces.detect(rgb)[:1 if largest_only else None]
-        return [(i, f.box, faces.crop(rgb, f, margin=p.margin)) for i, f in enumerate(found, start=1)]
+        return [(i, f.box, crop) for i, f, crop in p.find_faces(rgb, largest_only)]
 
     def rows_for(e: Explanation, crops: Sequence[np.ndarray], labels: Sequence[str], video: bool) -> list[dict]:
         cams = {m: CAMS[m](e.activations, e.gradients) for m in methods}

@@ -94,13 +94,17 @@ class Predictor:
       order: label order naming the outputs (`--labels`), else the names recorded at training.
       batch_size: crops run at a time (the last batch is padded, so one compiled program serves all).
       margin: crop margin overriding the model directory's.
+      detector: "opencv" or "dlib" (`fer_jax.faces.detect`); with dlib, a model whose preprocessing aligns
+        faces (Emotion-FAN) gets aligned chips instead of box crops.
 
     Raises:
-      UserError: unreadable model, bad label order or preprocessing, batch_size below 1.
+      UserError: unreadable model, bad label order or preprocessing, batch_size below 1, dlib missing.
     """
 
     def __init__(self, model_dir: str, *, order: str | None = None, batch_size: int = 16,
-                 margin: float | None = None):
+                 margin: float | None = None, detector: str = "opencv"):
+        faces.check_detector(detector)  # a missing extra is reported before any work
+        self.detector = detector
         if batch_size < 1:
             raise ConfigError(f"batch_size {batch_size} must be positive")
         if margin is not None and margin < 0:
@@ -111,6 +115,8 @@ class Predictor:
         self.multilabel = trained.get("task") == "multilabel"
         pre = pretrained.preprocessing(self.meta)
         self.margin = pre["margin"] if margin is None else float(margin)
+        self.align = pre["align"]
+        self.input_size = pretrained.input_size(self.meta)
         self.pp = pre["pp"]
         self.chain = transforms.parse(self.pp)
         self.batch_size = batch_size
@@ -126,6 +132,19 @@ class Predictor:
     @property
     def is_video_model(self) -> bool:
         return self.spec.video is not None
+
+    def find_faces(self, rgb: np.ndarray, largest_only: bool = False) -> list[tuple[int, faces.Face, np.ndarray]]:
+        """(number from 1, face, RGB crop) for the faces in `rgb`, largest first: aligned chips where the
+        detector gives landmarks and the model's preprocessing aligns, else square crops with the margin."""
+        found = faces.detect(rgb, detector=self.detector)[:1 if largest_only else None]
+        out = []
+        for i, f in enumerate(found, start=1):
+            if f.landmarks is not None and self.align is not None:
+                crop = faces.align(rgb, f, size=max(self.input_size), padding=self.align)
+            else:
+                crop = faces.crop(rgb, f, margin=self.margin)
+            out.append((i, f, crop))
+        return out
 
     def prepare(self, crop: np.ndarray) -> np.ndarray:
         """An RGB uint8 crop as the network's input (the directory's preprocessing)."""
@@ -321,9 +340,7 @@ def predict_inputs(predictor: Predictor, paths: Sequence[str], *, detect: bool =
     def crops(source: str, rgb: np.ndarray, largest_only: bool) -> list[_Pending]:
         if not detect:
             return [_Pending(source, None, None, rgb)]
-        found = faces.detect(rgb)[:1 if largest_only else None]
-        return [_Pending(source, i, f.box, faces.crop(rgb, f, margin=predictor.margin))
-                for i, f in enumerate(found, start=1)]
+        return [_Pending(source, i, f.box, crop) for i, f, crop in predictor.find_faces(rgb, largest_only)]
 
     for item in inputs:
         try:

@@ -39,7 +39,8 @@ REGISTRY: dict[str, ModelSpec] = {
         inputs=("frames",), example=frames_example(3), init_method="initialize", rng_streams=("dropout",),
         num_classes_key="num_class", cam_layer="layer4",
         video=VideoMethods(frame="frame_features", aggregate="video_logits", weight=1),  # alpha
-        face=FacePreprocess("resize({h},{w})|to_float"),  # Resize(224) -> ToTensor, not normalised
+        # Resize(224) -> ToTensor, not normalised; faces aligned by dlib's get_face_chip(size=224, padding=0.25)
+        face=FacePreprocess("resize({h},{w})|to_float", align=0.25),
         frozen=lambda hp: emotion_fan.UNUSED_HEADS[hp.get("at_type", "relation")],
         # The FER+ / MS-Celeb ResNet18 files: same backbone names at the root, their classifier dropped.
         init_from={"resnet18": InitRule(drop=("fc",), init=("alpha", "beta", "pred_fc1", "pred_fc2"))}),

@@ -60,15 +60,18 @@ class FacePreprocess:
       pp: preprocessing of the square face crop (`fer_jax.data.transforms` syntax) with `{h}` and `{w}`
         standing for the model's input size.
       margin: context added around the detector's box on every side, as a fraction of its longer side.
+      align: with a detector that gives landmarks (dlib), the face is instead aligned from them with this
+        padding (`fer_jax.faces.align`), as upstream's preprocessing did; None: always the box crop.
     """
 
     pp: str = "resize({h},{w})|to_float|normalize('imagenet')"
     margin: float = 0.1
+    align: float | None = None
 
     def at(self, size: tuple[int, int] | list[int]) -> dict[str, Any]:
-        """{"pp": ..., "margin": ...} for an input of `size` (h, w): what model directories store."""
+        """{"pp", "margin", "align"} for an input of `size` (h, w): what model directories store."""
         h, w = size
-        return {"pp": self.pp.format(h=int(h), w=int(w)), "margin": self.margin}
+        return {"pp": self.pp.format(h=int(h), w=int(w)), "margin": self.margin, "align": self.align}
 
 
 @dataclasses.dataclass(frozen=True)

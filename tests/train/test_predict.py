@@ -80,7 +80,7 @@ def test_predict_finds_faces_in_a_photograph(dan, astronaut, tmp_path):
 
     # the same crop, given whole: DAN's margin is 0 (upstream's demo classifies the cascade's box as it is)
     meta = json.loads((dan / "fer_jax.json").read_text())
-    assert meta["preprocess"] == {"pp": "resize(32,32)|to_float|normalize('imagenet')", "margin": 0.0}
+    assert meta["preprocess"] == {"pp": "resize(32,32)|to_float|normalize('imagenet')", "margin": 0.0, "align": None}
     crop = tmp_path / "crop.png"
     Image.fromarray(np.asarray(Image.open(astronaut))[y:y + h, x:x + w]).save(crop)
     r = predict("--model", dan, crop, "--faces", "none", "--top", "7")
@@ -212,3 +212,14 @@ def test_explain_feratt_views(astronaut, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "out" / "explanations.json").read_text())
     assert report["layer"] == "netclass.layer4" and len(report["figures"][0]["faces"]) == 1
+
+
+def test_predict_aligned_faces_with_dlib(emotion_fan, astronaut):
+    """--detector dlib: Emotion-FAN's preprocessing aligns the face from its landmarks (get_face_chip, padding
+    0.25, as upstream's AFEW / CK+ alignment), recorded in the model directory."""
+    meta = json.loads((emotion_fan / "fer_jax.json").read_text())
+    assert meta["preprocess"] == {"pp": "resize(64,64)|to_float", "margin": 0.1, "align": 0.25}
+    r = predict("--model", emotion_fan, astronaut, "--detector", "dlib", "--top", "1")
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0]
+    assert first.startswith(f"{astronaut} [face 1 at x=17") and " 91x91]: " in first, r.stdout
