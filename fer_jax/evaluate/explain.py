@@ -102,7 +102,7 @@ class Explainer:
 
     Raises:
       ConfigError: the layer is not a module of the network whose output is a [B, h, w, C] map called once
-        per forward pass (the message lists the candidates).
+        per forward pass (`layer_outputs` lists those that are).
     """
 
     def __init__(self, predictor: Predictor, layer: str | None = None):
@@ -268,10 +268,12 @@ def figure(rows: Sequence[dict[str, Any]], columns: Sequence[str], path: str, ti
         ax.set_xticks(x, [str(f) for f in frames], fontsize=8)
         ax.set_xlabel("frame")
         ax.set_ylabel("weight")
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
+        ax.set_ylim(0, 1.3 * max(float(np.max(v)) for v in bars.values()))  # room for the legend
+        ax.legend(fontsize=8, ncol=len(bars), loc="upper left")
+    height = fig.get_size_inches()[1]
+    if title:  # a band of 0.5 inch at the top, above the column titles
+        fig.suptitle(title, fontsize=11, y=1 - 0.1 / height, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / height if title else 1))
     return _save(plt, fig, path)
 
 

@@ -314,9 +314,10 @@ def predict_inputs(predictor: Predictor, paths: Sequence[str], *, detect: bool =
     """Predictions for every face (or whole image, `detect=False`) of every input, in input order (problems
     are reported as they are reached, so a problem may be heard before the results of earlier images).
 
-    Crops are run `predictor.batch_size` at a time; at most one decoded image (or one video's crops) is held
-    besides the batch. `on_problem(path, reason)` hears of every input skipped; `on_image(source, rgb,
-    predictions)` receives each image with its predictions (for annotated copies).
+    Crops are run `predictor.batch_size` at a time; besides them, one decoded image (a video network: one
+    video's preprocessed frames) is held, and with `on_image` the images whose faces are waiting in the batch.
+    `on_problem(path, reason)` hears of every input skipped; `on_image(source, rgb, predictions)` receives each
+    image with its predictions (for annotated copies).
     """
     inputs = expand(paths, predictor.is_video_model, on_problem)
     queue: list[_Pending] = []
@@ -346,7 +347,7 @@ def predict_inputs(predictor: Predictor, paths: Sequence[str], *, detect: bool =
         try:
             if item.kind == "image" or (item.kind == "video" and not predictor.is_video_model):
                 frames = ([(item.path, read_image(item.path))] if item.kind == "image" else
-                          [(f"{item.path}@frame {i}", rgb) for i, rgb in read_video(item.path, max_frames)])
+                          ((f"{item.path}@frame {i}", rgb) for i, rgb in read_video(item.path, max_frames)))
                 for source, rgb in frames:
                     pending = crops(source, rgb, largest_only=False)
                     if not pending:
