@@ -22,7 +22,8 @@ import torch
 
 from fer_jax import models
 from fer_jax.errors import CheckpointError
-from fer_jax.merge import short
+from fer_jax.merge import matches, short
+from fer_jax.models.convnext import VARIANTS as CONVNEXT_VARIANTS
 from porting import reference
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -93,6 +94,11 @@ class ArchSpec:
       aliases: (alias module prefix, canonical prefix) pairs: modules registered twice upstream (FERAtt's
         encoder), so the state_dict holds each tensor under both names. One copy is loaded (after checking
         that both are identical) and export writes both.
+      weights_by_position: upstream may save only an optimizer state whose per-parameter entries hold the
+        weights (MFTN-FER's `…model_best.pth`: SAM's `old_p`), keyed by position in `model.parameters()`;
+        parameters without a gradient (the network's `frozen` ones) have no entry (`from_positions`). The
+        hyperparameter sets (over the defaults) whose parameter lists may name the positions; empty: not saved
+        that way.
     """
 
     name: str
@@ -107,6 +113,7 @@ class ArchSpec:
     layouts: tuple[Layout, ...] = ()
     check_size: int | None = None
     aliases: tuple[tuple[str, str], ...] = ()
+    weights_by_position: tuple[dict[str, Any], ...] = ()
 
     def extras_for(self, hparams: Mapping[str, Any]) -> dict[str, Any]:
         """The container entries written next to the weights of a model trained here."""
@@ -207,6 +214,11 @@ TIMM_CONVNEXT = Layout("timm", (
 ))
 
 
+def _mftn_infer(shapes: Shapes) -> dict[str, Any]:
+    """MFTN-FER: the backbone's variant and class count (the MsTN's widths follow the backbone's)."""
+    return _convnext_infer({k[len("backbone."):]: v for k, v in shapes.items() if k.startswith("backbone.")})
+
+
 def _feratt_infer(shapes: Shapes) -> dict[str, Any]:
     """FERAtt: classes from the classifier (the embedding classifier for +Rep), the reconstruction width,
     the embedding size."""
@@ -266,6 +278,12 @@ ARCHS: dict[str, ArchSpec] = {
     # FAER's save_checkpoint: {epoch, state_dict (module.), best_acc (best error), optimizer}.
     "faer": ArchSpec(name="faer", infer=_convnext_infer, reference=reference.FAER, weights_key="state_dict",
                      container_extras={"epoch": 0}, prefix="module.", check_size=64),
+    # MFTN-FER's save_checkpoint: {epoch, state_dict (module.), best_acc, optimizer (SAM), recorder1, recorder}
+    # (the recorders are pickled custom objects, read as inert placeholders and not converted); its
+    # `…model_best.pth` holds SAM's state alone, whose `old_p` entries are the weights by position.
+    "mftn": ArchSpec(name="mftn", infer=_mftn_infer, reference=reference.MFTN, weights_key="state_dict",
+                     container_extras={"epoch": 0}, prefix="module.", check_size=64,
+                     weights_by_position=tuple({"variant": v} for v in CONVNEXT_VARIANTS)),
     # FERAtt's AttentionNeuralNetAbstract.save: the encoder registered twice (216 aliased keys).
     "feratt": ArchSpec(name="feratt", infer=_feratt_infer, reference=_feratt_reference(False),
                        weights_key="state_dict", container_extras=_feratt_extras("ferattention"),
@@ -400,6 +418,65 @@ def _candidate_in(spec: ArchSpec, shapes: Shapes, filename: str, overrides: Mapp
     except (TypeError, ValueError, RuntimeError) as e:  # hyperparameters the reference cannot take
         diff = KeyDiff([f"(cannot build {spec.name} with {hparams}: {e})"], [], [])
     return Detection(spec, hparams, notes), diff
+
+
+def parameter_shapes(spec: ArchSpec, hparams: Mapping[str, Any]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of the reference's parameters in `model.parameters()` order (meta device)."""
+    with torch.device("meta"):
+        model = spec.reference(**hparams)
+    return [(k, tuple(p.shape)) for k, p in model.named_parameters()]
+
+
+def from_positions(positions: Mapping[int, np.ndarray], count: int, arch: str | None = None,
+                   overrides: Mapping[str, Any] | None = None) -> tuple[Detection, dict[str, np.ndarray], list[str]]:
+    """Names weights kept by position (an optimizer state's copies: MFTN-FER's `…model_best.pth`).
+
+    Position i is the i-th of `model.parameters()` of an architecture that upstream saves this way
+    (`ArchSpec.weights_by_position`); the file must hold exactly the positions of the parameters that get a
+    gradient, each with its parameter's shape, and lack only the network's `frozen` parameters.
+
+    Returns:
+      (detection, state_dict of the named weights, names of the parameters the file lacks).
+
+    Raises:
+      CheckpointError: no such architecture fits the positions and shapes (naming what differs).
+    """
+    overrides = dict(overrides or {})
+    names = [arch] if arch else [n for n, s in ARCHS.items() if s.weights_by_position]
+    problems = []
+    for name in names:
+        spec = ARCHS[name]
+        if not spec.weights_by_position:
+            problems.append(f"{name} is not saved this way upstream")
+            continue
+        defaults = models.spec(name).defaults
+        given = {k: v for k, v in overrides.items() if k in defaults}
+        fits = [params for candidate in spec.weights_by_position
+                for params in [parameter_shapes(spec, {**defaults, **candidate, **given})]
+                if len(params) == count and max(positions, default=-1) < count]
+        if not fits:
+            problems.append(f"{name}'s parameter counts are not the optimizer's {count}")
+            continue
+        # the shapes say what the candidate cannot (the class count): name the positions, read, rebuild
+        named_shapes = {fits[0][i][0]: tuple(v.shape) for i, v in positions.items()}
+        hparams = {**spec.infer(named_shapes), **given}
+        params = parameter_shapes(spec, {**defaults, **hparams})
+        wrong = [f"position {i} ({params[i][0]}) {list(v.shape)}, expected {list(params[i][1])}"
+                 for i, v in positions.items() if tuple(v.shape) != params[i][1]]
+        missing = [n for i, (n, _) in enumerate(params) if i not in positions]
+        frozen = models.spec(name).frozen({**defaults, **hparams})
+        unexpected = [n for n in missing if not matches(n.rsplit(".", 1)[0], frozen)]
+        if wrong or unexpected:
+            problems.append(f"{name} {hparams}: " + "; ".join(
+                ([f"{len(wrong)} shapes differ, first {wrong[0]}"] if wrong else [])
+                + ([f"{len(unexpected)} parameters with a gradient are absent, first {unexpected[0]}"]
+                   if unexpected else [])))
+            continue
+        note = (f"weights by position in {name}'s parameters: {len(positions)} of {len(params)} present; the "
+                f"{len(missing)} absent ones ({', '.join(frozen)}) are never used by the forward")
+        return Detection(spec, hparams, [note]), {params[i][0]: v for i, v in positions.items()}, missing
+    raise CheckpointError(f"an optimizer state holding weight copies by position ({len(positions)} of {count}) "
+                          f"that fits no network saved that way: {'; '.join(problems) or 'none is registered'}")
 
 
 def detect(shapes: Shapes, arch: str | None = None, *, filename: str = "",

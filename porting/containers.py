@@ -34,6 +34,10 @@ class Container:
       extras: other top-level entries holding plain scalars (int, float, str, bool, None), kept exactly.
       skipped: descriptions of the remaining entries (optimizer state, metric objects, tensors), which a
         conversion does not carry over.
+      positions: for a file holding only an optimizer state whose per-parameter entries copy the weights
+        (SAM's `old_p`: MFTN-FER's `…model_best.pth`), position in the model's parameters -> weight, and
+        `num_positions` the number of parameters the optimizer held; `state_dict` is then empty and the
+        architecture names the positions (`archs.from_positions`).
     """
 
     state_dict: dict[str, np.ndarray]
@@ -41,6 +45,8 @@ class Container:
     prefix: str
     extras: dict[str, Any]
     skipped: dict[str, str]
+    positions: dict[int, np.ndarray] | None = None
+    num_positions: int = 0
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in self.state_dict.items()}
@@ -88,6 +94,11 @@ def unwrap(obj: Any, source: str = "checkpoint") -> Container:
     Raises:
       CheckpointError: no tensor dictionary can be found.
     """
+    copies = _optimizer_weight_copies(obj)
+    if copies is not None:
+        positions, count = copies
+        groups = ", ".join(_describe_group(g) for g in obj["param_groups"])
+        return Container({}, None, "", {}, {"param_groups": groups}, positions, count)
     if _is_tensor_dict(obj):
         sd, key, rest = obj, None, {}
     elif isinstance(obj, Mapping):
@@ -105,3 +116,26 @@ def unwrap(obj: Any, source: str = "checkpoint") -> Container:
     extras = {str(k): v for k, v in rest.items() if type(v) in scalar}
     skipped = {str(k): _describe(v) for k, v in rest.items() if type(v) not in scalar}
     return Container(arrays, key, prefix, extras, skipped)
+
+
+WEIGHT_COPY = "old_p"  # SAM's per-parameter state: the weights before its ascent step
+
+
+def _optimizer_weight_copies(obj: Any) -> tuple[dict[int, np.ndarray], int] | None:
+    """(position -> weight, number of parameters) if `obj` is an optimizer state_dict (only `state` and
+    `param_groups`) whose per-parameter state holds a copy of each weight (SAM's `old_p`), else None."""
+    if not (isinstance(obj, Mapping) and set(obj) == {"state", "param_groups"}
+            and isinstance(obj["state"], Mapping) and isinstance(obj["param_groups"], list | tuple)):
+        return None
+    entries = {i: s.get(WEIGHT_COPY) for i, s in obj["state"].items() if isinstance(s, Mapping)}
+    if not entries or not all(isinstance(i, int) and isinstance(v, torch.Tensor) for i, v in entries.items()):
+        return None
+    count = sum(len(g.get("params", ())) for g in obj["param_groups"] if isinstance(g, Mapping))
+    return {i: to_numpy(v) for i, v in sorted(entries.items())}, count
+
+
+def _describe_group(group: Any) -> str:
+    if not isinstance(group, Mapping):
+        return describe(group)
+    shown = {k: v for k, v in group.items() if k != "params" and type(v) in (bool, int, float, str, tuple)}
+    return f"{len(group.get('params', ()))} params ({', '.join(f'{k}={v}' for k, v in shown.items())})"

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
 
 from fer_jax import cli, models, pretrained
@@ -70,6 +71,14 @@ def check_override_kinds(overrides: dict[str, Any], arch: str | None) -> None:
         raise errors[0]
 
 
+# What a file holding only an optimizer state is, per architecture saved that way upstream.
+POSITIONAL_NOTE = {
+    "mftn": "this is MFTN-FER's …model_best.pth: upstream's save_checkpoint stores SAM's optimizer state there "
+            "instead of the model (an upstream bug); SAM's old_p copies are the final weights bit for bit, so "
+            "they are converted by position; the matching …model.pth (state_dict) holds the same weights",
+}
+
+
 def flax_target(arch: str, hparams: dict[str, Any]) -> tuple[Any, dict, Any]:
     """(Flax module, module kinds, abstract variables) of a registered network, through its declared init."""
     spec = models.spec(arch)
@@ -91,9 +100,18 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
     container = containers.unwrap(safe_load.load_checkpoint(path), os.path.basename(path))
     extras = ", ".join([f"{k}={v!r}" for k, v in container.extras.items()]
                        + [f"{k}={v} (not converted)" for k, v in container.skipped.items()]) or "none"
-    log(f"read {path}: weights under {container.weights_key or '(bare state_dict)'}, "
-        f"{len(container.state_dict)} keys, prefix {container.prefix or 'none'}; other entries: {extras}")
-    found = archs.detect(container.shapes(), arch, filename=os.path.basename(path), overrides=overrides)
+    missing: list[str] = []
+    if container.positions is not None:
+        log(f"read {path}: no model weights, only an optimizer state whose {len(container.positions)} "
+            f"per-parameter '{containers.WEIGHT_COPY}' entries copy the weights, by position; other entries: "
+            f"{extras}")
+        found, named, missing = archs.from_positions(container.positions, container.num_positions, arch, overrides)
+        log(f"  {POSITIONAL_NOTE.get(found.spec.name, '')}".rstrip())
+        container.state_dict = named
+    else:
+        log(f"read {path}: weights under {container.weights_key or '(bare state_dict)'}, "
+            f"{len(container.state_dict)} keys, prefix {container.prefix or 'none'}; other entries: {extras}")
+        found = archs.detect(container.shapes(), arch, filename=os.path.basename(path), overrides=overrides)
     spec, hparams = found.spec, found.hparams
     unknown = sorted(set(overrides) - set(models.spec(spec.name).defaults))
     if unknown:
@@ -106,9 +124,17 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
     for note in found.notes:
         log(f"  {note}")
 
-    _, kinds, abstract = flax_target(spec.name, hparams)
-    variables, report = mapping.torch_to_flax(state_dict, abstract, kinds)
+    module, kinds, abstract = flax_target(spec.name, hparams)
+    if missing:  # left at their initialisation: concrete values, and the reference checks them too
+        mspec = models.spec(spec.name)
+        example = {k: np.zeros(v.shape, v.dtype) for k, v in mspec.example_inputs().items()}
+        abstract = jax.device_get(mspec.init(module, jax.random.key(0), example))
+    variables, report = mapping.torch_to_flax(state_dict, abstract, kinds,
+                                              allow_missing=models.spec(spec.name).frozen(hparams) if missing else ())
     log(report.summary())
+    if missing:
+        log(f"  {len(missing)} parameters absent from the file ({missing[0]}, ...) keep their initialisation")
+        state_dict = {**mapping.flax_to_torch(variables, kinds), **state_dict}
 
     meta: dict[str, Any] = {
         "source": {"file": os.path.basename(path), "sha256": sha256(path)},
@@ -118,6 +144,7 @@ def convert(path: str, out: str, *, arch: str | None = None, hparam_overrides: S
         "report": report.counts(),
         "detection_notes": found.notes,
         "layout": found.layout.name if found.layout else None,
+        "absent_at_init": missing,
     }
     if verify_outputs:
         meta["parity"] = check_parity(spec, hparams, state_dict, variables, log)

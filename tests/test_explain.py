@@ -122,7 +122,8 @@ def test_grad_cam_float32_within_torch_error(area):
         assert ours_err <= 4 * max(torch_err, 1e-6), (ours_err, torch_err)
 
 
-SOWN_UNDER = {"dan": ("features",), "feratt": ("netclass",), "feratt_rep": ("netclass",)}  # else at the root
+SOWN_UNDER = {"dan": ("features",), "feratt": ("netclass",), "feratt_rep": ("netclass",),
+              "mftn": ("backbone",)}  # else at the root
 
 
 def test_every_network_declares_a_layer_that_is_its_feature_map():
@@ -131,7 +132,8 @@ def test_every_network_declares_a_layer_that_is_its_feature_map():
     from flax import linen as nn
 
     sizes = {"feratt": 64, "feratt_rep": 64, "preactresnet18": 32}
-    hparams = {"convnext": {"variant": "atto", "num_classes": 5}, "faer": {"variant": "atto"}}
+    hparams = {"convnext": {"variant": "atto", "num_classes": 5}, "faer": {"variant": "atto"},
+               "mftn": {"variant": "atto"}}
     for arch, spec in models.REGISTRY.items():
         module = models.create(arch, **hparams.get(arch, {}))
         size = sizes.get(arch, 32)

@@ -7,13 +7,14 @@ from typing import Any
 
 from flax import linen as nn
 
-from fer_jax.models import convnext, dan, emotion_fan, faer, feratt, preact_resnet
+from fer_jax.models import convnext, dan, emotion_fan, faer, feratt, mftn, preact_resnet
 from fer_jax.models.contract import FacePreprocess, InitRule, ModelSpec, VideoMethods, View, frames_example, output, sum_of
 from fer_jax.models.convnext import ConvNeXt
 from fer_jax.models.dan import DAN
 from fer_jax.models.emotion_fan import EmotionFAN
 from fer_jax.models.faer import FAER
 from fer_jax.models.feratt import FERAttention, FERAttentionGMM
+from fer_jax.models.mftn import MFTN
 from fer_jax.models.preact_resnet import PreActResNet18
 from fer_jax.models.resnet import STAGE_SIZES, ResNet
 
@@ -56,6 +57,16 @@ REGISTRY: dict[str, ModelSpec] = {
         # an ImageNet / MS-Celeb ConvNeXt (timm or facebookresearch file, converted): its classifier dropped,
         # CC attention and the head new; its final norm is loaded (upstream maps timm's head.norm onto it)
         init_from={"convnext": InitRule(drop=("head",), init=("attention", "head"))}),
+    # MFTN-FER: (out1, out2) predicted by their sum; `initialize` also creates mstn.branch, which the forward
+    # never calls (no gradient upstream, so its optimizer never touches it).
+    "mftn": ModelSpec(
+        MFTN, (224, 224), {"num_classes": 7, "drop_path_rate": 0.25, "variant": "base"}, outputs=("out1", "out2"),
+        predict=sum_of(("out1", "out2")), init_method="initialize", rng_streams=("drop_path",),
+        num_classes_key="num_classes", cam_layer="backbone.stages.3", frozen=lambda hp: mftn.UNUSED,
+        # an ImageNet / MS-Celeb ConvNeXt (converted timm or facebookresearch file): the backbone without its
+        # classifier; the MsTN and the head new
+        init_from={"convnext": InitRule(renames=tuple((m, f"backbone.{m}") for m in convnext.TOP_MODULES),
+                                        drop=("backbone.head",), init=("backbone.head", "mstn"))}),
     # FERAtt (+Cls) and (+Rep+Cls) at 64 px; the encoder's fc exists upstream but is never used (no gradient).
     # Upstream always starts the encoder from torchvision's ImageNet ResNet34 (fc included), the rest new.
     "feratt": ModelSpec(
@@ -96,4 +107,4 @@ def create(name: str, **kwargs: Any) -> nn.Module:
 
 
 __all__ = ["DAN", "FAER", "ConvNeXt", "EmotionFAN", "FacePreprocess", "FERAttention", "FERAttentionGMM", "PreActResNet18", "REGISTRY",
-           "InitRule", "ModelSpec", "ResNet", "VideoMethods", "View", "create", "frames_example", "output", "spec", "sum_of"]
+           "InitRule", "MFTN", "ModelSpec", "ResNet", "VideoMethods", "View", "create", "frames_example", "output", "spec", "sum_of"]

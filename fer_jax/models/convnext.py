@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "large": ((3, 3, 27, 3), (192, 384, 768, 1536)),
 }
 
+# The root modules of a ConvNeXt (torch names), for networks that hold one under a prefix (MFTN-FER).
+TOP_MODULES = ("downsample_layers", "stages", "norm", "head")
 LN_EPS = 1e-6  # every ConvNeXt LayerNorm: channels-first ones, the block norms and the final norm
 LAYER_SCALE_INIT = 1e-6  # upstream's layer_scale_init_value: the initial `gamma`
 
