@@ -20,6 +20,7 @@ import parity
 import torch_helpers
 from fer_jax import models, pretrained
 from fer_jax.evaluate import explain, predict
+from porting import convert
 
 SIZE, BATCH = 64, 3
 
@@ -60,11 +61,14 @@ def torch_scaled_upsampled(cam: torch.Tensor) -> np.ndarray:
 
 @functools.cache
 def setup(tmp: str):
+    """A random DAN in upstream's release container, converted by porting/convert.py (the model directory
+    explain.py reads), and its float32 / float64 variables."""
     tmodel = torch_helpers.random_dan(seed=3, image_size=SIZE)
-    module, variables32, _ = parity.convert(tmodel, "dan", {}, SIZE)
+    torch_helpers.save_dan_release(tmodel, f"{tmp}/rafdb_epoch21_acc0.897_bacc0.8532.pth")
+    convert.convert(f"{tmp}/rafdb_epoch21_acc0.897_bacc0.8532.pth", f"{tmp}/dan", verify_outputs=False,
+                    log=lambda *a: None)
+    _, variables32, _ = parity.convert(tmodel, "dan", {}, SIZE)
     _, variables64, _ = parity.convert(tmodel, "dan", {}, SIZE, np.float64)
-    pretrained.save_pretrained(f"{tmp}/dan", "dan", {"num_class": 7, "num_head": 4}, variables32,
-                               {"trained": {"image_size": SIZE, "task": "classification"}})
     x = np.random.default_rng(5).normal(size=(BATCH, SIZE, SIZE, 3))
     return tmodel, variables32, variables64, x
 
@@ -72,7 +76,10 @@ def setup(tmp: str):
 def run_both(tmp, dtype, layer: str, target: int | None):
     tmodel, v32, v64, x = setup(str(tmp))
     predictor = predict.Predictor(f"{tmp}/dan")
-    predictor.variables = v64 if dtype == np.float64 else v32
+    if dtype == np.float64:
+        predictor.variables = v64
+    else:  # the converted directory's own weights
+        jax.tree.map(np.testing.assert_array_equal, jax.device_get(predictor.variables), v32)
     e = explain.Explainer(predictor, layer).images(x.astype(dtype), target)
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
     tm = parity.torch_copy(tmodel, tdtype)
@@ -157,3 +164,34 @@ def test_every_network_declares_a_layer_that_is_its_feature_map():
             sown = sown[part]
         assert len(seen) == 1, (arch, len(seen))
         np.testing.assert_array_equal(np.asarray(seen[0]), np.asarray(sown["feature_map"][0]), err_msg=arch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted(models.REGISTRY))
+def test_predict_and_explain_every_network(arch, tmp_path):
+    """Every registered network (CPU-sized variants, random weights, through a model directory): a face of a
+    real photograph is found, classified with probabilities summing to 1 (per attribute in (0, 1)), and
+    explained at its declared layer with finite, non-negative maps and every attention view."""
+    skimage_data = pytest.importorskip("skimage.data")
+    # >= 72 px for the ResNets: a 3x3 layer4 map (XLA's CPU convolution is ~40x slower on 2x2)
+    sizes = {"feratt": 64, "feratt_rep": 64, "preactresnet18": 32, "convnext": 64, "faer": 64, "mftn": 64}
+    hparams = {"convnext": {"variant": "atto", "num_classes": 5}, "faer": {"variant": "atto"},
+               "mftn": {"variant": "atto"}, "resnet18": {"num_classes": 4}, "resnet34": {"num_classes": 4}}
+    spec, size = models.REGISTRY[arch], sizes.get(arch, 72)
+    module = models.create(arch, **hparams.get(arch, {}))
+    inputs = {k: np.zeros(s.shape, s.dtype) for k, s in spec.example_inputs(1, size).items()}
+    pretrained.save_pretrained(tmp_path / arch, arch, hparams.get(arch, {}),
+                               spec.init(module, jax.random.key(0), inputs), {"trained": {"image_size": size}})
+    predictor = predict.Predictor(str(tmp_path / arch))
+    photo = skimage_data.astronaut()
+    ((_, _, crop),) = predictor.find_faces(photo)
+    batch = predictor.prepare(crop)[None]
+    probs = predictor.probabilities(predictor.logits(batch))[0]
+    assert abs(sum(probs.values()) - 1) < 1e-5
+    explainer = explain.Explainer(predictor)
+    e = explainer.images(batch)
+    for method in explain.METHODS:
+        cam = explain.CAMS[method](e.activations, e.gradients)
+        assert cam.shape == e.activations.shape[:3] and np.all(np.isfinite(cam)) and cam.min() >= 0, method
+    assert set(e.views) == {v.title for v in explainer.views}
+    assert all(np.all(np.isfinite(v)) for v in e.views.values())
