@@ -20,6 +20,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
+def label_smoothing_cross_entropy(logits: jax.Array, labels: jax.Array, smoothing: float) -> jax.Array:
+    """torch's `F.cross_entropy(label_smoothing=smoothing)`: (1 - s) NLL + s mean_k(-log p_k), batch mean."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype), smoothing)
+    return jnp.mean(optax.softmax_cross_entropy(logits, targets))
+
+
 def affinity_loss(feat: jax.Array, labels: jax.Array, centers: jax.Array) -> jax.Array:
     """DAN's affinity loss: squared distance of each pooled feature to its class center, divided by the
     summed (unbiased) variance of the centers across classes.

@@ -404,8 +404,31 @@ class FERAtt(Classification):
         return result
 
 
+@dataclasses.dataclass(frozen=True)
+class TwoHeads(Classification):
+    """Two classifier heads trained together (MFTN-FER: `loss = lam * LSCE(out1) + (1 - lam) * LSCE(out2)`,
+    label-smoothing cross-entropy with epsilon `label_smoothing`, utils.py with `--lam 0.45`); predictions and
+    evaluation use the network's declared prediction (MFTN-FER: out1 + out2). The logged evaluation loss is
+    the cross-entropy of that prediction (upstream logs lam-weighted plain cross-entropies of each head)."""
+
+    heads: tuple[str, ...] = ("out1", "out2")
+    lam: float = 0.45
+    label_smoothing: float = 0.1
+
+    def __post_init__(self):
+        if len(self.heads) != 2 or not 0 <= self.lam <= 1 or not 0 <= self.label_smoothing < 1:
+            raise ConfigError(f"task two_heads: heads {self.heads!r} (two output names), lam {self.lam} in [0, 1] "
+                              f"and label_smoothing {self.label_smoothing} in [0, 1) expected")
+
+    def loss(self, outputs, logits, batch, aux, axis_name=None, rng=None):
+        first, second = (losses.label_smoothing_cross_entropy(at_least_float32(outputs[k]), batch["label"],
+                                                              self.label_smoothing) for k in self.heads)
+        total = self.lam * first + (1 - self.lam) * second
+        return total, {"loss": total, f"lsce_{self.heads[0]}": first, f"lsce_{self.heads[1]}": second}
+
+
 TASKS = {"classification": Classification, "multilabel": MultiLabel, "dan": Dan, "center": CenterLoss,
-         "video": VideoClassification, "feratt": FERAtt}
+         "video": VideoClassification, "feratt": FERAtt, "two_heads": TwoHeads}
 
 
 def create(cfg: ml_collections.ConfigDict) -> Classification:

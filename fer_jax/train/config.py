@@ -45,6 +45,7 @@ def base() -> ml_collections.ConfigDict:
     c.optimizer = ml_collections.ConfigDict({
         "name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
         "betas": (0.9, 0.999), "eps": 1e-8,
+        "sam_rho": 0.0, "sam_adaptive": False,  # SAM around the optimizer when sam_rho > 0 (MFTN-FER: 0.05)
     })
     c.schedule = ml_collections.ConfigDict({
         "name": "constant", "step_epochs": 10, "milestones": (), "gamma": 0.1, "epochs": 1, "min_lr": 0.0,

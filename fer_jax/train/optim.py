@@ -86,6 +86,36 @@ def torch_adamw(learning_rate: optax.ScalarOrSchedule, b1: float = 0.9, b2: floa
     return optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay)
 
 
+def sam(tx: optax.GradientTransformation, rho: float, adaptive: bool = False, eps: float = 1e-12
+        ) -> optax.GradientTransformationExtraArgs:
+    """Sharpness-aware minimisation around `tx`, stepped as davda54/sam's `SAM` (MFTN-FER's utils.py) steps:
+
+    with g the gradient at w (the step's first pass), e = rho * s * g / (||s * g|| + eps), s = |w| if
+    `adaptive` else 1 (the norm over every parameter; one without a gradient has g = 0 and contributes
+    nothing) and, adaptive, e scaled by w^2 instead; then g' = `grad_fn(w + e)` (a second forward and backward
+    pass on the same batch) and `tx`'s step at w with g' (the base optimizer sees only g').
+
+    `update` takes the keyword `grad_fn(params, pass_index) -> gradient`: the training step's seam for
+    multi-pass optimizers (`fer_jax.train.steps.train_step`), which returns the global-batch mean gradient,
+    so the norm is that of the global gradient under every data-parallel path. Its state is `tx`'s.
+    """
+
+    def init_fn(params):
+        return tx.init(params)
+
+    def update_fn(updates, state, params=None, *, grad_fn=None, **extra):
+        if grad_fn is None or params is None:
+            raise ValueError("sam needs params and the training step's grad_fn(params, pass_index)")
+        scaled = jax.tree.map(lambda g, w: g * jnp.abs(w), updates, params) if adaptive else updates
+        norm = optax.global_norm(scaled)
+        scale = rho / (norm + eps)
+        e = jax.tree.map(lambda g, w: (w * w if adaptive else 1.0) * g * scale.astype(g.dtype), updates, params)
+        second = grad_fn(jax.tree.map(jnp.add, params, e), 1)
+        return tx.update(second, state, params)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def epoch_schedule(cfg: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int
                    ) -> Callable[[jnp.ndarray], jnp.ndarray]:
     """The learning rate at an optimizer step, for a scheduler stepped once per epoch.
@@ -208,14 +238,23 @@ def build(config: ml_collections.ConfigDict, steps_per_epoch: int, frozen: Seque
       ConfigError: unknown optimizer name, or a group without patterns.
     """
     opt = config.optimizer
+    rho = opt.get("sam_rho", 0.0)
+    if not isinstance(rho, int | float) or not math.isfinite(rho) or rho < 0:
+        raise ConfigError(f"optimizer.sam_rho={rho!r}: use 0 (no SAM) or a positive number (MFTN-FER: 0.05)")
     groups = opt.get("groups") or {}
     if not groups:
         schedule = epoch_schedule(config.schedule, opt.lr, steps_per_epoch)
-        return freeze(_base_optimizer(opt, schedule), frozen), schedule
+        return _with_sam(freeze(_base_optimizer(opt, schedule), frozen), opt), schedule
     schedules = {name: epoch_schedule(config.schedule, opt.lr * group.get("lr_factor", 1.0), steps_per_epoch)
                  for name, group in groups.items()}
     transforms = {name: _base_optimizer(opt, schedules[name]) for name in groups}
     if "frozen" in transforms:
         raise ConfigError("optimizer.groups may not be named 'frozen' (the name of the parameters no group holds)")
     transforms["frozen"] = optax.set_to_zero()
-    return optax.multi_transform(transforms, group_labels(groups, frozen)), schedules
+    return _with_sam(optax.multi_transform(transforms, group_labels(groups, frozen)), opt), schedules
+
+
+def _with_sam(tx: optax.GradientTransformation, opt: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """`tx` inside SAM when `optimizer.sam_rho` > 0 (with `optimizer.sam_adaptive`)."""
+    rho = opt.get("sam_rho", 0.0)
+    return sam(tx, rho, bool(opt.get("sam_adaptive", False))) if rho > 0 else tx

@@ -40,18 +40,28 @@ def train_step(state: TrainState, batch: dict, *, module: nn.Module, spec: Model
     if axis_name:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
 
-    def loss_fn(params):
+    def loss_fn(params, net_rng):
         raw, updates = module.apply({"params": params["model"], "batch_stats": state.batch_stats}, *inputs,
-                                    train=True, mutable=["batch_stats"], rngs=spec.train_rngs(rng))
+                                    train=True, mutable=["batch_stats"], rngs=spec.train_rngs(net_rng))
         outputs = spec.named(raw)
         logits = spec.predict(outputs)
         objective, terms = task.loss(outputs, logits, batch, params["aux"], axis_name, rng=task_rng)
         return objective, (updates.get("batch_stats", {}), terms, logits)
 
-    (_, (batch_stats, terms, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (batch_stats, terms, logits)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rng)
     # Per-device means of equal-sized shards: their mean is the global-batch mean (and gradient).
     grads, terms = _mean((grads, terms), axis_name)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if isinstance(tx, optax.GradientTransformationExtraArgs):
+        # The seam for multi-pass optimizers (SAM): another forward and backward pass on the same batch, at
+        # other parameters, with fresh draws of the network's streams; the global-batch mean gradient. Its
+        # BatchNorm updates are not kept (the first pass's are).
+        def grad_fn(params, pass_index):
+            grad = jax.grad(lambda p: loss_fn(p, jax.random.fold_in(rng, pass_index))[0])(params)
+            return _mean(grad, axis_name)
+
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, grad_fn=grad_fn)
+    else:
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     correct, count = task.train_counts(logits, batch)
     metrics = {**terms, "correct": _sum(correct, axis_name), "count": _sum(count, axis_name)}

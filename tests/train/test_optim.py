@@ -101,3 +101,74 @@ def test_frozen_parameters_are_skipped_like_torch_skips_gradless_ones():
             params = optax.apply_updates(params, updates)
     np.testing.assert_allclose(params["model"]["fc"]["kernel"], head.detach().numpy(), rtol=0, atol=1e-15)
     np.testing.assert_array_equal(params["model"]["pred_fc1"]["kernel"], w["idle"])
+
+
+class TorchSAM:
+    """SAM as davda54/sam steps it (MFTN-FER's utils.py; shared/reference/mftn_fer.md section 4), written from
+    that description: ||g|| over parameters with a gradient, e = rho / (||g|| + 1e-12) * (w^2 if adaptive) * g,
+    w += e; second forward / backward; restore w; the base optimizer's step with the second gradient."""
+
+    def __init__(self, params, base, rho, adaptive):
+        self.params, self.base, self.rho, self.adaptive, self.old = list(params), base, rho, adaptive, {}
+
+    def first_step(self):
+        with torch.no_grad():
+            norm = torch.norm(torch.stack([((p.abs() if self.adaptive else 1.0) * p.grad).norm(p=2)
+                                           for p in self.params if p.grad is not None]), p=2)
+            scale = self.rho / (norm + 1e-12)
+            for p in self.params:
+                if p.grad is None:
+                    continue
+                self.old[p] = p.data.clone()
+                p.add_((p.pow(2) if self.adaptive else 1.0) * p.grad * scale)
+
+    def second_step(self):
+        with torch.no_grad():
+            for p in self.params:
+                if p in self.old:
+                    p.data = self.old[p]
+        self.base.step()
+
+
+@pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
+def test_sam_matches_torch_in_float64(adaptive):
+    """SAM(Adam, rho 0.05) on a small network for 4 steps, each two forward / backward passes on the same
+    batch; the unused parameter has no gradient upstream (zero here) and neither moves nor counts in the norm."""
+    rng = np.random.default_rng(1)
+    w = {"w1": rng.standard_normal((5, 8)) * 0.5, "w2": rng.standard_normal((8, 3)) * 0.5,
+         "unused": rng.standard_normal(2)}
+    x, y = rng.standard_normal((16, 5)), rng.integers(0, 3, 16)
+
+    def loss_np(params, xs):
+        return optax.softmax_cross_entropy_with_integer_labels(jax.numpy.tanh(xs @ params["w1"]) @ params["w2"],
+                                                               y).mean()
+
+    tparams = {k: torch.nn.Parameter(torch.from_numpy(v.copy())) for k, v in w.items()}
+    base = torch.optim.Adam(tparams.values(), lr=1e-2)
+    sam = TorchSAM(tparams.values(), base, 0.05, adaptive)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(4):
+        for step in (sam.first_step, sam.second_step):
+            base.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(torch.tanh(xt @ tparams["w1"]) @ tparams["w2"], yt).backward()
+            step()
+    with jax.enable_x64(True):
+        tx = optim.sam(optim.torch_adam(1e-2), 0.05, adaptive)
+        params, state = w, tx.init(w)
+        grad = jax.grad(lambda p: loss_np(p, x))
+        for _ in range(4):
+            updates, state = tx.update(grad(params), state, params, grad_fn=lambda p, i: grad(p))
+            params = optax.apply_updates(params, updates)
+    for k, v in tparams.items():  # float64 both sides: rounding only
+        np.testing.assert_allclose(np.asarray(params[k]), v.detach().numpy(), rtol=0, atol=1e-13, err_msg=k)
+    np.testing.assert_array_equal(np.asarray(params["unused"]), w["unused"])
+
+
+def test_sam_is_built_from_the_recipe():
+    tx, _ = optim.build(make_config({"name": "adam", "lr": 2.5e-4, "weight_decay": 0.0, "sam_rho": 0.05},
+                                    {"name": "exponential", "gamma": 0.95}), SPE)
+    assert isinstance(tx, optax.GradientTransformationExtraArgs)
+    with pytest.raises(ValueError, match="grad_fn"):
+        tx.update({"w": np.ones(2)}, tx.init({"w": np.ones(2)}), {"w": np.ones(2)})
+    with pytest.raises(ConfigError, match="optimizer.sam_rho=-0.1"):
+        optim.build(make_config({"name": "adam", "sam_rho": -0.1}, {"name": "constant"}), SPE)
