@@ -38,3 +38,62 @@ def test_two_head_loss_matches_torch_in_float64():
 def test_bad_options_are_one_line(options, message):
     with pytest.raises(ConfigError, match=message):
         tasks.create(ml_collections.ConfigDict({"name": "two_heads", **options}))
+
+
+RECIPES = {  # name: (lr, gamma, epochs, classes, erase, sampler) as main.py / main8.py set them
+    "mftn_rafdb": (2.5e-4, 0.95, 100, 7, "erase(0.5,(0.02,0.1))", "shuffle"),
+    "mftn_affectnet7": (2.5e-4, 0.95, 100, 7, "erase(1.0,(0.05,0.07))", "balanced"),
+    "mftn_affectnet8": (2.5e-5, 0.98, 60, 8, "erase(1.0,(0.05,0.07))", "balanced"),
+    "mftn_expw": (2.5e-4, 0.95, 100, 7, "erase(1.0,(0.05,0.07))", "balanced"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_recipes_hold_upstreams_values(name):
+    from conftest import load_recipe
+
+    lr, gamma, epochs, classes, erase, sampler = RECIPES[name]
+    c = load_recipe(name)
+    assert (c.optimizer.name, c.optimizer.lr, c.optimizer.weight_decay, c.optimizer.sam_rho) == ("adam", lr, 0.0, 0.05)
+    assert (c.schedule.name, c.schedule.gamma, c.num_epochs, c.batch_size) == ("exponential", gamma, epochs, 128)
+    model = (c.model.name, c.model.num_classes, c.model.variant, c.model.drop_path_rate)
+    assert model == ("mftn", classes, "base", 0.25)
+    assert c.data.train_pp.endswith(erase) and c.data.sampler == sampler and c.data.class_order == "mftn"
+    assert (c.task.name, c.task.lam, c.task.label_smoothing) == ("two_heads", 0.45, 0.1)
+
+
+@pytest.mark.parametrize("name, dataset", [("mftn_rafdb", "rafdb"), ("mftn_affectnet8", "affectnet")])
+def test_smoke_recipes_train_with_sam_and_evaluate(name, dataset, synthetic, tmp_path):
+    """The smoke recipes train (SAM: two passes a step) and evaluate; as upstream, the never-called
+    `mstn.branch` and the first block of every MsTN branch (drop-path 1.0: zero gradient, Adam without weight
+    decay) keep their initial values exactly, while the second block of branch 0 moves."""
+    import json
+
+    from conftest import load_recipe
+    from fer_jax import load_pretrained
+    from fer_jax.train import state as state_lib
+    from fer_jax.train.loop import train_and_evaluate
+
+    c = load_recipe(name, "smoke")
+    c.data.root = synthetic[dataset]
+    result = train_and_evaluate(c, str(tmp_path), log=lambda *a: None)
+    assert result["final"]["count"] > 0 and np.isfinite(result["final"]["loss"])
+    train = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
+    assert {"lsce_out1", "lsce_out2"} <= set(train[-1])
+    _, trained = load_pretrained(str(tmp_path / "best"))
+    module = models.create("mftn", **{k: v for k, v in c.model.items() if k != "name"})
+    start = state_lib.create(module, models.spec("mftn"), tasks.create(c.task), optim_tx(c), c.data.image_size,
+                             seed=c.seed).params["model"]["mstn"]
+    got = trained["params"]["mstn"]
+    same = lambda a, b: all(np.array_equal(np.asarray(x), np.asarray(y))  # noqa: E731
+                            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert same(got["branch"], start["branch"])
+    for s in ("0", "1", "2"):
+        assert same(got["branches"][s]["0"], start["branches"][s]["0"]), s
+    assert not same(got["branches"]["0"]["1"], start["branches"]["0"]["1"])
+
+
+def optim_tx(c):
+    from fer_jax.train import optim
+
+    return optim.build(c, 1, frozen=models.spec("mftn").frozen({}))[0]
