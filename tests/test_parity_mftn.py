@@ -169,3 +169,42 @@ def test_upstream_size_eval_forward():
     for name, d in diffs.items():
         assert d["fp64"] <= parity.FP64_TOL, (name, d)
         assert d["fp32"] <= d["bound"], (name, d)
+
+
+def test_loss_gradients_match_torch_float64():
+    """The two-head loss (0.45 / 0.55 label-smoothed CE, epsilon 0.1) and its gradient for every parameter,
+    in float64 against torch autograd; drop-path off (evaluation forward), so the draws cannot differ. The
+    never-called `mstn.branch` gets no gradient on either side."""
+    import ml_collections
+
+    from fer_jax import tasks
+
+    tmodel = randomize(reference.MFTN(NUM_CLASSES, variant=VARIANT), 10).double()
+    module = MFTN(NUM_CLASSES, variant=VARIANT)
+    variables, kinds = convert(tmodel, module)
+    x = images(11, SIZE, 3)
+    labels = np.array([0, 4, 6])
+    out1, out2 = tmodel(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    ce = torch.nn.functional.cross_entropy
+    ref_loss = 0.45 * ce(out1, torch.from_numpy(labels), label_smoothing=0.1) + 0.55 * ce(
+        out2, torch.from_numpy(labels), label_smoothing=0.1)
+    ref_loss.backward()
+    task = tasks.create(ml_collections.ConfigDict({"name": "two_heads"}))
+    with jax.enable_x64(True):
+        def loss(params):
+            o1, o2 = module.apply({"params": params}, x, train=False)
+            return task.loss({"out1": o1, "out2": o2}, o1 + o2, {"label": labels}, {})[0]
+
+        value, grads = jax.value_and_grad(loss)(variables["params"])
+        ours = mapping.flax_to_torch({"params": jax.device_get(grads)}, kinds)
+    assert abs(float(value) - ref_loss.item()) <= 1e-12 * abs(ref_loss.item())
+    worst = 0.0
+    for name, p in tmodel.named_parameters():
+        if p.grad is None:
+            assert name.startswith("mstn.branch."), name
+            assert not np.any(ours[name]), name
+            continue
+        ref = p.grad.numpy()
+        worst = max(worst, parity.rel_diff(ours[name], ref))
+    print(f"\n[mftn loss gradients float64] worst relative difference {worst:.1e}")
+    assert worst <= parity.FP64_TOL
