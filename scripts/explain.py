@@ -50,6 +50,8 @@ def main(argv: list[str]) -> None:
     skipped = cli.Skipped()
 
     def run():
+        import numpy as np
+
         from fer_jax import pretrained
         from fer_jax.errors import ConfigError
         from fer_jax.evaluate import explain, predict
@@ -58,7 +60,7 @@ def main(argv: list[str]) -> None:
                                       margin=_MARGIN.value, detector=_DETECTOR.value)
         if _LIST.value:
             h, w = pretrained.input_size(predictor.meta)
-            shape = predictor.prepare(__import__("numpy").zeros((h, w, 3), "uint8")).shape
+            shape = predictor.prepare(np.zeros((h, w, 3), np.uint8)).shape
             for path, calls in explain.layer_outputs(predictor, shape).items():
                 if calls == 1:
                     print(path + ("   (default)" if path == predictor.spec.cam_layer else ""))

@@ -26,17 +26,7 @@ from fer_jax import load_pretrained, models, pretrained
 from porting import convert, export, reference
 
 
-def _random(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Seeded O(1)-scale weights (layer scales included, so every block matters)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gamma") or "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                fan_in = p[0].numel() if p.ndim > 1 else p.numel()
-                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fan_in))
-    return model.eval()
+_random = torch_helpers.random_o1
 
 
 def adamw_state(model: torch.nn.Module, groups) -> dict:

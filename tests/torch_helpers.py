@@ -42,6 +42,20 @@ def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: in
     return model.eval()
 
 
+def random_o1(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Seeded O(1)-scale weights for networks without BatchNorm (ConvNeXt, FAER, MFTN-FER): layer scales and
+    LayerNorm weights around 1, so every block matters; the rest N(0, 1/fan_in)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("gamma") or "norm" in name and name.endswith("weight"):
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            else:
+                fan_in = p[0].numel() if p.ndim > 1 else p.numel()
+                p.copy_(torch.randn(p.shape, generator=g) / np.sqrt(fan_in))
+    return model.eval()
+
+
 def random_dan(num_class: int = 7, num_head: int = 4, seed: int = 0, image_size: int = 64) -> reference.DAN:
     return randomize(reference.DAN(num_class, num_head), seed, image_size)
 

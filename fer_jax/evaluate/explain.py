@@ -291,12 +291,6 @@ def picture(view_kind: str, value: np.ndarray, face: np.ndarray, target: int) ->
     return heatmap_overlay(face, scale(value.reshape(1, *value.shape[:2]))[0])
 
 
-def output_name(out_dir: str, index: int, source: str) -> str:
-    stem = os.path.splitext(os.path.basename(source.rstrip(os.sep).split("@frame ")[0]))[0]
-    suffix = f"_frame{source.rsplit('@frame ', 1)[1]}" if "@frame " in source else ""
-    return os.path.join(out_dir, f"{index:04d}_{stem}{suffix}.png")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The driver behind scripts/explain.py.
 
@@ -341,7 +335,7 @@ def explain_inputs(explainer: Explainer, paths: Sequence[str], out: Any, *, dete
         return rows
 
     def save(source: str, rows, title: str, record: dict, **bars) -> None:
-        path = output_name(out.tmp, len(records) + 1, source)
+        path = predict.output_name(out.tmp, len(records) + 1, source)
         figure(rows, columns, path, title, **bars)
         record["figure"] = os.path.basename(path)
         records.append(record)

@@ -425,9 +425,7 @@ class OutputDir:
 
     def annotate(self, source: str, rgb: np.ndarray, predictions: Sequence[Prediction]) -> None:
         """A copy of the image with every face's box and label, as annotated/NNNN_<name>.png."""
-        stem = os.path.splitext(os.path.basename(source.split("@frame ")[0]))[0]
-        suffix = f"_frame{source.rsplit('@frame ', 1)[1]}" if "@frame " in source else ""
-        name = os.path.join("annotated", f"{len(self.images) + 1:04d}_{stem}{suffix}.png")
+        name = output_name("annotated", len(self.images) + 1, source)
         os.makedirs(os.path.join(self.tmp, "annotated"), exist_ok=True)
         Image.fromarray(draw(rgb, predictions)).save(os.path.join(self.tmp, name))
         self.images[source] = name
@@ -468,6 +466,13 @@ class OutputDir:
 
     def abandon(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def output_name(out_dir: str, index: int, source: str) -> str:
+    """`out_dir/NNNN_<name>[_frameK].png` for an input (a video frame's source is `path@frame K`)."""
+    stem = os.path.splitext(os.path.basename(source.rstrip(os.sep).split("@frame ")[0]))[0]
+    suffix = f"_frame{source.rsplit('@frame ', 1)[1]}" if "@frame " in source else ""
+    return os.path.join(out_dir, f"{index:04d}_{stem}{suffix}.png")
 
 
 def draw(rgb: np.ndarray, predictions: Sequence[Prediction]) -> np.ndarray:
