@@ -1,139 +1,462 @@
-"""Throughput of fer-jax against the PyTorch reference on this machine, as ratios from one run.
+"""Speed of fer-jax against the plain-torch reference, every registered network, as ratios from one run.
 
-    python scripts/benchmark.py [--arch dan] [--image_size 96] [--batch 32] [--steps 5] [--out report.json]
+    python scripts/benchmark.py [--networks dan,faer] [--batch 16] [--reps 5] [--out runs/benchmark]
+    python scripts/benchmark.py --recipes configs/dan_rafdb.py:quick,configs/feratt_ck.py   # other recipes or sizes
 
-Times a training step (forward, loss, backward, SGD update; DAN's three losses) and an eval-mode forward
-for the Flax model (jit, compilation excluded) and for the plain-torch reference (eager, same threads),
-plus the grain input pipeline with the recipe's augmentation. Needs the torch extra.
+Each network runs its recipe (the `RECIPES` table: network -> recipe file[:variant]) on a batch of the recipe's
+own preprocessing of synthetic data in the recipe's dataset layout, at the recipe's image size:
+
+- train step: forward, the recipe task's loss, backward and the recipe's optimizer (SAM's two passes included),
+  fer-jax under `jit` (with fer_jax.xla's options, the parameters donated) against the reference in torch eager
+  mode (`porting.reference.training`: the same loss and optimizer in torch), torch also with 1 thread;
+- eval forward: the network in eval mode, no gradient;
+- repetitions interleaved in one process (jax, torch, torch 1 thread, ... per round), medians; speed ratio =
+  torch time / fer-jax time (above 1: fer-jax is faster);
+- first-call compile time, FLOPs per step from XLA's cost analysis (the same count is used for torch), achieved
+  FLOP/s and its fraction of the device's peak (known GPUs and TPUs by name, the CPU as cores x clock x 32 FLOP
+  per cycle, or `--peak_tflops`), peak memory (XLA's buffer plan; resident-memory growth for both sides);
+- the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
+  far more than XLA: compare runs only when it is near 0);
+- the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
+
+Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib.util
 import json
+import os
+import statistics
+import tempfile
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from absl import app, flags
 
 from fer_jax import cli
+from fer_jax.errors import ConfigError
 
-_ARCH = flags.DEFINE_enum("arch", "dan", ["dan", "resnet18"], "network")
-_SIZE = flags.DEFINE_integer("image_size", 96, "input side (use >= 72 on CPU: see README)")
-_BATCH = flags.DEFINE_integer("batch", 32, "batch size")
-_STEPS = flags.DEFINE_integer("steps", 5, "timed repetitions (after one warm-up)")
-_OUT = flags.DEFINE_string("out", None, "write the report as JSON here")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Every registered network and the recipe that trains it (with model overrides for a network that is only an
+# init source: ResNet34 runs the ResNet18 frame baseline's recipe).
+RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "dan": ("dan_rafdb", {}),
+    "emotion_fan": ("fan_afew_relation", {}),
+    "resnet18": ("fan_afew_baseline", {}),
+    "resnet34": ("fan_afew_baseline", {"name": "resnet34"}),
+    "convnext": ("faer_baseline_celeba", {}),
+    "faer": ("faer_celeba", {}),
+    "mftn": ("mftn_rafdb", {}),
+    "feratt": ("feratt_ck", {}),
+    "feratt_rep": ("feratt_rep_ck", {}),
+    "preactresnet18": ("feratt_baseline_ck", {}),
+}
+# config.data.name -> the synthetic layouts written for it: (layout, sub-directory of the root).
+SYNTHETIC = {"rafdb": (("rafdb", ""),), "affectnet": (("affectnet", ""),), "celeba": (("celeba", ""),),
+             "expw": (("expw", ""),), "afew": (("afew", ""),), "ckplus": (("ckplus", ""),),
+             "ck_synthetic": (("ck", ""), ("backgrounds", "coco")),
+             "bu3dfe_synthetic": (("bu3dfe", ""), ("backgrounds", "coco"))}
+# Dense peak FLOP/s of known accelerators (bf16 tensor cores / MXU), by device_kind prefix.
+PEAKS = {"NVIDIA H200": 989e12, "NVIDIA H100": 989e12, "NVIDIA A100": 312e12, "NVIDIA L4": 121e12,
+         "NVIDIA A10": 125e12, "TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5": 459e12}
+CPU_FLOPS_PER_CYCLE = 32  # two 256-bit FMA pipes x 8 float32 lanes x 2 FLOP (AVX2; AMD's AVX-512 is 2 x 256)
+
+_NETWORKS = flags.DEFINE_list("networks", None, "registered networks to run (default: all; see RECIPES)")
+_RECIPES = flags.DEFINE_list("recipes", None, "recipe files[:variant] to run instead of the networks' recipes")
+_VARIANT = flags.DEFINE_string("variant", None, "run the networks' recipes in this variant (e.g. smoke, cpu)")
+_BATCH = flags.DEFINE_integer("batch", 16, "global batch of every step (overrides the recipe's)")
+_REPS = flags.DEFINE_integer("reps", 5, "timed repetitions of every case, interleaved (after one warm-up)")
+_WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "input-pipeline worker counts to measure (empty: none)")
+_PEAK = flags.DEFINE_float("peak_tflops", None, "the device's peak in TFLOP/s (default: detected)")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "also time torch.compile'd torch steps")
+_ONE_THREAD = flags.DEFINE_bool("torch_one_thread", True, "also time torch with 1 thread")
+_OUT = flags.DEFINE_string("out", None, "write benchmark.md and benchmark.json into this directory")
 
 
-def timed(fn, steps: int) -> float:
-    """Seconds per call, after one untimed warm-up call (compilation for jax)."""
-    fn()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    return (time.perf_counter() - start) / steps
+# --- machine --------------------------------------------------------------------------------------------
 
 
-def jax_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:
-    import functools
+def device_peak(device: Any) -> tuple[float, str]:
+    """(peak FLOP/s, how it was found) of `device` (a jax device)."""
+    if _PEAK.value:
+        return _PEAK.value * 1e12, "--peak_tflops"
+    kind = device.device_kind
+    for prefix, peak in PEAKS.items():
+        if kind.startswith(prefix):
+            return peak, f"{kind}: dense bf16 peak"
+    if device.platform == "cpu":
+        cores = len(os.sched_getaffinity(0))
+        mhz = max(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
+        return (cores * mhz * 1e6 * CPU_FLOPS_PER_CYCLE,
+                f"{cores} cores x {mhz / 1e3:.2f} GHz x {CPU_FLOPS_PER_CYCLE} float32 FLOP/cycle")
+    raise ConfigError(f"unknown peak of device {kind!r}: give --peak_tflops")
 
-    import jax
+
+class CpuLoad:
+    """CPU time the *other* processes used while in the block, in cores (Linux /proc; None elsewhere)."""
+
+    def __enter__(self):
+        self.start = self._read()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._read()
+        if self.start is None or end is None:
+            self.cores = None
+            return
+        (busy0, own0, t0), (busy1, own1, t1) = self.start, end
+        self.cores = max(0.0, ((busy1 - busy0) - (own1 - own0)) / os.sysconf("SC_CLK_TCK") / (t1 - t0))
+
+    @staticmethod
+    def _read():
+        try:
+            fields = [int(v) for v in open("/proc/stat").readline().split()[1:]]
+            own = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        busy = sum(fields) - fields[3] - fields[4]  # everything but idle and iowait
+        return busy, int(own[11]) + int(own[12]), time.monotonic()
+
+
+@contextlib.contextmanager
+def peak_rss_growth(result: dict, key: str, interval: float = 0.002):
+    """Stores the peak growth of this process's resident memory in the block (sampled) as result[key]."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        return int(open("/proc/self/statm").read().split()[1]) * page
+
+    base, peak, stop = rss(), [0], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        result[key] = max(peak[0], rss()) - base
+
+
+# --- recipes and data -----------------------------------------------------------------------------------
+
+
+def load_recipe(path: str) -> Any:
+    """`configs/x.py[:variant]` (or a bare recipe name) -> its config, as --config loads it."""
+    file, _, variant = path.partition(":")
+    if os.sep not in file and not file.endswith(".py"):
+        file = os.path.join(ROOT, "configs", f"{file}.py")
+    if not os.path.isfile(file):
+        raise ConfigError(f"no recipe file {file}")
+    spec = importlib.util.spec_from_file_location(os.path.basename(file)[:-3], file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(variant or None)
+
+
+def synthetic_root(config: Any, tmp: str, examples: int) -> str:
+    """Writes synthetic data in the layout(s) of `config.data.name` under `tmp`; returns its root."""
+    from fer_jax.data import make_synthetic
+
+    name = config.data.name
+    if name not in SYNTHETIC:
+        raise ConfigError(f"no synthetic layout for dataset {name!r}; known: {', '.join(SYNTHETIC)}")
+    root = os.path.join(tmp, name)
+    for layout, sub in SYNTHETIC[name]:
+        make_synthetic(layout, os.path.join(root, sub) if sub else root, num_train=examples,
+                       num_test=max(10, examples // 8), seed=0)
+    return root
+
+
+def prepare(config: Any, tmp: str, batch: int, reps: int) -> tuple[Any, Any, dict]:
+    """(config at `batch` on synthetic data, the train source, one training batch of the recipe's pipeline)."""
     import numpy as np
 
-    from fer_jax import models, tasks, xla
-    from fer_jax.train import optim, state as state_lib, steps as steps_lib
+    from fer_jax import data
+    from fer_jax.train import loop
 
-    spec = models.spec(arch)
-    module = models.create(arch, **{spec.num_classes_key: 7})
-    task = tasks.Dan(8) if arch == "dan" else tasks.Classification()
-    tx = optim.torch_sgd(0.1, 0.9, 1e-4)
-    state = state_lib.create(module, spec, task, tx, size, seed=0)
-    rng = np.random.default_rng(0)
-    b = {k: rng.standard_normal(v.shape).astype(np.float32) for k, v in spec.example_inputs(batch, size).items()}
-    b["label"] = rng.integers(0, 7, batch).astype(np.int32)
-    # Compiled as training and evaluation compile them (fer_jax.xla's per-kind XLA options).
-    train = xla.jit(functools.partial(steps_lib.train_step, module=module, spec=spec, task=task, tx=tx), "train")
-    forward = xla.jit(lambda v, inputs: module.apply(v, *inputs, train=False), "eval")
+    config.batch_size = config.eval_batch_size = batch
+    config.init_from = ""
+    config.data.root = synthetic_root(config, tmp, max(4 * batch, 40))
+    train_src, _ = loop.build_sources(config.data)
+    it = data.train_iterator(train_src, config.data.train_pp, global_batch=batch, seed=0,
+                             sampler=config.data.sampler)
+    try:
+        example = {k: np.asarray(v) for k, v in next(it).items()}
+    finally:
+        it.close()
+    return config, train_src, example
+
+
+def pipeline_rates(config: Any, source: Any, batch: int, workers: list[int], batches: int = 6) -> dict[str, float]:
+    """Examples/s of the recipe's training pipeline for each worker count (after the first batch)."""
+    from fer_jax import data
+
+    rates = {}
+    for w in workers:
+        it = data.train_iterator(source, config.data.train_pp, global_batch=batch, seed=1,
+                                 sampler=config.data.sampler, num_workers=w)
+        try:
+            next(it)
+            start = time.perf_counter()
+            for _ in range(batches):
+                next(it)
+            rates[str(w)] = batches * batch / (time.perf_counter() - start)
+        finally:
+            it.close()
+    return rates
+
+
+# --- the two sides --------------------------------------------------------------------------------------
+
+
+def jax_cases(config: Any, num_classes: int, example: dict) -> tuple[dict[str, Callable], dict[str, Any]]:
+    """fer-jax's train step and eval forward as zero-argument calls, and what compiling them reported."""
+    import jax
+
+    from fer_jax import tasks, xla
+    from fer_jax.train import loop, optim, state as state_lib, steps
+
+    module, spec, hparams = loop.build_module(config, None, num_classes)
+    task = tasks.create(config.task)
+    tx, _ = optim.build(config, 100, frozen=spec.frozen(hparams))
+    state = state_lib.create(module, spec, task, tx, config.data.image_size, config.seed)
+    batch = jax.device_put(example)
+    info: dict[str, Any] = {}
+    train = xla.jit(functools.partial(steps.train_step, module=module, spec=spec, task=task, tx=tx,
+                                      compute_dtype=loop.compute_dtype(config)), "train", donate_argnums=0)
+    forward = xla.jit(lambda v, inputs: spec.predict(spec.named(module.apply(v, *inputs, train=False))), "eval")
+    variables = state_lib.model_variables(state)
+    inputs = spec.batch_inputs(batch)
+    compiled = {}
+    for name, fn, args in (("train", train, (state, batch)), ("eval", forward, (variables, inputs))):
+        start = time.perf_counter()
+        compiled[name] = fn.lower(*args).compile()
+        info[f"{name}_compile_s"] = time.perf_counter() - start
+        cost = compiled[name].cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        info[f"{name}_flops"] = float(cost.get("flops", 0.0))
+        mem = compiled[name].memory_analysis()
+        if mem is not None:
+            info[f"{name}_xla_bytes"] = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                                            + mem.output_size_in_bytes - mem.alias_size_in_bytes)
     holder = {"state": state}
 
     def train_once():
-        holder["state"], m = train(holder["state"], b)
-        jax.block_until_ready(m)
+        holder["state"], metrics = compiled["train"](holder["state"], batch)
+        jax.block_until_ready(metrics)
 
-    variables = state_lib.model_variables(state)
-    return {"train_step_s": timed(train_once, steps),
-            "eval_forward_s": timed(lambda: jax.block_until_ready(forward(variables, spec.batch_inputs(b))),
-                                     steps)}
+    def eval_once():  # the current state's variables (the train step donates the previous ones)
+        jax.block_until_ready(compiled["eval"](state_lib.model_variables(holder["state"]), inputs))
+
+    return {"train": train_once, "eval": eval_once}, info
 
 
-def torch_side(arch: str, size: int, batch: int, steps: int) -> dict[str, float]:
+def torch_cases(config: Any, example: dict, compile_: bool = False) -> dict[str, Callable]:
+    """The reference's train step (the recipe's loss and optimizer in torch) and eval forward."""
+    import jax
+    import numpy as np
     import torch
 
-    from porting import reference
+    from fer_jax import models, tasks
+    from porting import archs
+    from porting.reference import training
 
-    model = reference.DAN(7, 4) if arch == "dan" else reference.resnet18(7)
-    params = list(model.parameters())
-    aff = reference.AffinityLoss(8, 512) if arch == "dan" else None
-    if aff is not None:
-        params.append(aff.centers)
-    opt = torch.optim.SGD(params, lr=0.1, momentum=0.9, weight_decay=1e-4)
-    x = torch.randn(batch, 3, size, size)
-    y = torch.randint(0, 7, (batch,))
+    name = config.model.name
+    hparams = {k: v for k, v in config.model.items() if k != "name"}
+    spec, task = models.spec(name), tasks.create(config.task)
+    model = archs.ARCHS[name].reference(**hparams)
+    inputs = tuple(torch.from_numpy(np.ascontiguousarray(a, np.float32))
+                   for a in archs.ARCHS[name].torch_inputs({k: example[k] for k in spec.inputs}))
+
+    def to_torch(a: np.ndarray) -> torch.Tensor:
+        if np.issubdtype(a.dtype, np.integer) or a.dtype == bool:
+            return torch.from_numpy(a.astype(np.int64))
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2) if a.ndim == 4 else a))
+
+    batch = {k: to_torch(v) for k, v in example.items()}
+    aux = {k: torch.nn.Parameter(torch.from_numpy(np.array(v)))
+           for k, v in task.init_aux(jax.random.key(0)).items()}
+    opt = training.optimizer(config.optimizer, [*model.parameters(), *aux.values()])
+    net = torch.compile(model) if compile_ else model
+
+    def objective() -> torch.Tensor:
+        named = spec.named(net(*inputs))
+        return training.loss(task, named, spec.predict(named), batch, aux)
 
     def train_once():
         model.train()
         opt.zero_grad()
-        out = model(x)
-        if arch == "dan":
-            loss = (torch.nn.functional.cross_entropy(out[0], y) + aff(out[1], y)
-                    + reference.PartitionLoss()(out[2]))
+        objective().backward()
+        if isinstance(opt, training.SAM):
+            opt.first_step()
+            opt.zero_grad()
+            objective().backward()
+            opt.second_step()
         else:
-            loss = torch.nn.functional.cross_entropy(out, y)
-        loss.backward()
-        opt.step()
+            opt.step()
 
-    def forward():
+    def eval_once():
         model.eval()
         with torch.no_grad():
-            model(x)
+            net(*inputs)
 
-    return {"train_step_s": timed(train_once, steps), "eval_forward_s": timed(forward, steps),
-            "threads": torch.get_num_threads()}
+    return {"train": train_once, "eval": eval_once}
 
 
-def pipeline_side(size: int, batch: int, steps: int) -> dict[str, float]:
-    import tempfile
+# --- one network ----------------------------------------------------------------------------------------
 
-    from fer_jax import data
+
+def interleaved(cases: dict[str, Callable], reps: int) -> dict[str, float]:
+    """Median seconds per call of each case, the cases called in turn `reps` times after one warm-up each."""
+    for fn in cases.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(reps):
+        for key, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def with_threads(fn: Callable, n: int) -> Callable:
+    import torch
+
+    def call():
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            fn()
+        finally:
+            torch.set_num_threads(before)
+
+    return call
+
+
+def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], peak: float) -> dict[str, Any]:
+    import jax
+    import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = data.make_synthetic("rafdb", f"{tmp}/rafdb", num_train=batch * (steps + 2), num_test=8)
-        source = data.create_source("rafdb", root, "train")
-        pp = (f"resize({size},{size})|hflip(0.5)|random_apply(0.2,'rotate(20)','crop({size},padding=4)')"
-              "|to_float|normalize('imagenet')|erase(0.5,(0.02,0.25))")
-        it = data.train_iterator(source, pp, global_batch=batch, seed=0)
-        try:
-            return {"batch_s": timed(lambda: next(it), steps)}
-        finally:
-            it.close()
+        config, source, example = prepare(config, tmp, batch, reps)
+        jx, info = jax_cases(config, source.num_classes, example)
+        tc = torch_cases(config, example)
+        cases = {"jax_train": jx["train"], "torch_train": tc["train"], "jax_eval": jx["eval"], "torch_eval": tc["eval"]}
+        if _ONE_THREAD.value:
+            cases.update({"torch1_train": with_threads(tc["train"], 1), "torch1_eval": with_threads(tc["eval"], 1)})
+        if _TORCH_COMPILE.value:
+            try:
+                compiled = torch_cases(config, example, compile_=True)
+                for kind in ("train", "eval"):
+                    compiled[kind]()  # compiles here, outside the timed rounds
+                cases.update({"torchc_train": compiled["train"], "torchc_eval": compiled["eval"]})
+            except Exception as e:  # noqa: BLE001 - torch.compile's failures are reported, not fatal
+                info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        memory: dict[str, int] = {}
+        for key in ("jax_train", "torch_train"):
+            with peak_rss_growth(memory, key):
+                cases[key]()
+        with CpuLoad() as load:
+            median = interleaved(cases, reps)
+        pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
+    r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
+         "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
+         "task": config.task.name, "seconds": median, **info, "rss_growth_bytes": memory,
+         "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
+         "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
+    for kind in ("train", "eval"):
+        s = median[f"jax_{kind}"]
+        r[f"{kind}_ratio"] = median[f"torch_{kind}"] / s
+        if f"torch1_{kind}" in median:
+            r[f"{kind}_ratio_torch1"] = median[f"torch1_{kind}"] / s
+        if f"torchc_{kind}" in median:
+            r[f"{kind}_ratio_torch_compile"] = median[f"torchc_{kind}"] / s
+        r[f"{kind}_examples_per_s"] = batch / s
+        r[f"{kind}_flops_per_s"] = info[f"{kind}_flops"] / s
+        r[f"{kind}_torch_flops_per_s"] = info[f"{kind}_flops"] / median[f"torch_{kind}"]
+        r[f"{kind}_mfu"] = r[f"{kind}_flops_per_s"] / peak
+    return r
+
+
+# --- report ---------------------------------------------------------------------------------------------
+
+
+def markdown(rows: list[dict], machine: dict) -> str:
+    lines = [f"fer-jax vs torch eager on {machine['device']} ({machine['peak']}); jax {machine['jax']}, "
+             f"torch {machine['torch']} ({machine['torch_threads']} threads); medians of {machine['reps']} "
+             "interleaved repetitions; ratio = torch time / fer-jax time (above 1: fer-jax faster).", "",
+             "| network (recipe) | input, batch | train ms jax / torch | train ratio (torch 1 thread) "
+             "| eval ms jax / torch | eval ratio (torch 1 thread) | compile s train / eval | GFLOP train / eval "
+             "| jax GFLOP/s train / eval (% peak) | torch GFLOP/s train | XLA MB train | pipeline ex/s by workers "
+             "vs train ex/s | others' CPU |",
+             "|" + "---|" * 13]
+    for r in rows:
+        s = r["seconds"]
+        ratio1 = {k: f" ({r[f'{k}_ratio_torch1']:.2f})" if f"{k}_ratio_torch1" in r else "" for k in ("train", "eval")}
+        pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
+        load = "-" if r["other_processes_cores"] is None else f"{r['other_processes_cores']:.2f}"
+        lines.append(
+            f"| {r['network']} ({r['label']}) | {r['image_size']} px, {r['batch']} "
+            f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | **{r['train_ratio']:.2f}**{ratio1['train']} "
+            f"| {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} | **{r['eval_ratio']:.2f}**{ratio1['eval']} "
+            f"| {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f} "
+            f"| {r['train_flops'] / 1e9:.1f} / {r['eval_flops'] / 1e9:.1f} "
+            f"| {r['train_flops_per_s'] / 1e9:.0f} / {r['eval_flops_per_s'] / 1e9:.0f} "
+            f"({100 * r['train_mfu']:.0f} % / {100 * r['eval_mfu']:.0f} %) | {r['train_torch_flops_per_s'] / 1e9:.0f} "
+            f"| {r.get('train_xla_bytes', 0) / 2**20:.0f} | {pipe} vs {r['train_examples_per_s']:.0f} | {load} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> None:
     del argv
-    arch, size, batch, steps = _ARCH.value, _SIZE.value, _BATCH.value, _STEPS.value
-    report = {"arch": arch, "image_size": size, "batch": batch,
-              "jax": jax_side(arch, size, batch, steps), "torch": torch_side(arch, size, batch, steps),
-              "pipeline": pipeline_side(size, batch, steps)}
-    for key in ("train_step_s", "eval_forward_s"):
-        report[f"{key[:-2]}_speed_ratio_jax_over_torch"] = report["torch"][key] / report["jax"][key]
-    print(f"{arch} {size}x{size}, batch {batch}, this CPU:")
-    for side in ("jax", "torch"):
-        r = report[side]
-        print(f"  {side:>5}: train {batch / r['train_step_s']:7.1f} img/s, eval {batch / r['eval_forward_s']:7.1f} img/s")
-    print(f"  speed ratio fer-jax / torch: train {report['train_step_speed_ratio_jax_over_torch']:.2f}, "
-          f"eval {report['eval_forward_speed_ratio_jax_over_torch']:.2f}")
-    print(f"  grain pipeline (decode + recipe augmentation): {batch / report['pipeline']['batch_s']:.0f} img/s")
+    import jax
+    import torch
+
+    if _RECIPES.value:
+        runs = [(path, path, {}) for path in _RECIPES.value]
+    else:
+        names = _NETWORKS.value or list(RECIPES)
+        unknown = [n for n in names if n not in RECIPES]
+        if unknown:
+            raise ConfigError(f"--networks: unknown {unknown[0]!r}; known: {', '.join(RECIPES)}")
+        suffix = f":{_VARIANT.value}" if _VARIANT.value else ""
+        runs = [(n, RECIPES[n][0] + suffix, RECIPES[n][1]) for n in names]
+    workers = [int(w) for w in _WORKERS.value]
+    peak, peak_how = device_peak(jax.devices()[0])
+    machine = {"device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))",
+               "peak": f"peak {peak / 1e9:.0f} GFLOP/s: {peak_how}", "peak_flops_per_s": peak,
+               "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+               "reps": _REPS.value, "batch": _BATCH.value}
+    rows = []
+    for label, recipe, overrides in runs:
+        config = load_recipe(recipe)
+        config.model.update(overrides)
+        print(f"{label}: {config.model.name} ...", flush=True)
+        rows.append(run_one(os.path.basename(recipe), config, _BATCH.value, _REPS.value, workers, peak))
+        r = rows[-1]
+        print(f"  train {r['train_ratio']:.2f}x torch, eval {r['eval_ratio']:.2f}x torch", flush=True)
+    table = markdown(rows, machine)
+    print(table)
     if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            json.dump(report, f, indent=2)
+        os.makedirs(_OUT.value, exist_ok=True)
+        for name, text in (("benchmark.md", table),
+                           ("benchmark.json", json.dumps({"machine": machine, "rows": rows}, indent=2))):
+            path = os.path.join(_OUT.value, name)
+            with open(f"{path}.tmp", "w") as f:
+                f.write(text)
+            os.replace(f"{path}.tmp", path)
 
 
 if __name__ == "__main__":

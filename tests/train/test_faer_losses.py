@@ -22,6 +22,7 @@ from fer_jax import losses, tasks
 from fer_jax.errors import ConfigError
 from fer_jax.train import config as config_lib
 from fer_jax.train import optim
+from porting.reference import training
 
 TOL = 1e-12
 
@@ -46,22 +47,7 @@ def _ours_value_grad(fn, logits, targets):
         return float(value), np.asarray(grad)
 
 
-def torch_bce_clamp(x, y):  # FAER utils/loss.py `Loss(mask_ratio)` without a mask
-    return torch.nn.functional.binary_cross_entropy_with_logits(x.clamp(-10, 10), y)
-
-
-def torch_focal(x, y, gamma=2.0, sum_attributes=False):  # Baseline BCEFocalLoss; the paper's eq. 7 sums
-    p = torch.sigmoid(x)
-    loss = -(1 - p) ** gamma * y * torch.log(p) - p ** gamma * (1 - y) * torch.log(1 - p)
-    return loss.sum(-1).mean() if sum_attributes else loss.mean()
-
-
-def torch_asl(x, y, gn=4, gp=1, clip=0.05, eps=1e-8):  # FAER AsymmetricLoss
-    xp = torch.sigmoid(x)
-    xn = (1 - xp + clip).clamp(max=1)
-    loss = y * torch.log(xp.clamp(eps, 1 - eps)) + (1 - y) * torch.log(xn.clamp(eps, 1 - eps))
-    pt = xp * y + xn * (1 - y)
-    return -(loss * torch.pow(1 - pt, gp * y + gn * (1 - y))).sum()
+torch_bce_clamp, torch_focal, torch_asl = training.bce_clamp, training.focal, training.asymmetric
 
 
 @pytest.mark.parametrize("name, ours, ref", [
@@ -103,21 +89,7 @@ def test_task_loss_options():
         tasks.MultiLabel(loss_name="focall")
 
 
-class TorchCenterLoss(torch.autograd.Function):
-    """Upstream's CenterLossFunction semantics (faer.md section 3): the centers' gradient ignores grad_output."""
-
-    @staticmethod
-    def forward(ctx, feature, label, centers):
-        ctx.save_for_backward(feature, label, centers)
-        return (feature - centers[label]).pow(2).sum() / 2.0 / feature.shape[0]
-
-    @staticmethod
-    def backward(ctx, g):
-        feature, label, centers = ctx.saved_tensors
-        diff = centers[label] - feature
-        counts = torch.ones(centers.shape[0], dtype=centers.dtype).scatter_add_(0, label, torch.ones_like(label, dtype=centers.dtype))
-        grad_c = torch.zeros_like(centers).index_add_(0, label, diff) / counts[:, None]
-        return -g * diff / feature.shape[0], None, grad_c / feature.shape[0]
+TorchCenterLoss = training.CenterLossFunction
 
 
 def _center_case(seed=0, b=8, k=7, d=16):

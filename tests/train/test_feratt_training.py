@@ -23,6 +23,7 @@ from fer_jax import losses, tasks
 from fer_jax.errors import ConfigError
 from fer_jax.train import config as config_lib
 from fer_jax.train import optim
+from porting.reference import training
 
 # float64 on both sides: a correct port agrees to ~1e-15; any semantic difference (a missing x B, the
 # clamp's or |.|'s gradient at a tie, a mean over the wrong set) is >= 1e-4.
@@ -37,33 +38,7 @@ def rel(a, b) -> float:
 # --- torch references, written from the fact sheet -----------------------------------------------------
 
 
-def torch_attloss(x_org: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
-    """netlosses.Attloss as upstream writes it (through exp)."""
-    d = torch.exp(6.0 * torch.abs(x_org - att))
-    return 5.0 * torch.clamp(((d - 1) / (d + 1)).mean(), max=30)
-
-
-def torch_dgmm(x: torch.Tensor, y: torch.Tensor, classes: int, lam=None, perm=None, sigma=0.5) -> torch.Tensor:
-    """netlosses.DGMMLoss (mix=True when lam is given): float labels, a loop over the classes."""
-    y = y.to(x.dtype)
-    if lam is not None:
-        lam = torch.tensor([lam], dtype=x.dtype)
-        x_ul = x * lam.expand_as(x) + x[perm, ...] * (1 - lam.expand_as(x))
-        y_ul = y * lam.expand_as(y) + y[perm] * (1 - lam.expand_as(y))
-        x, y = torch.cat([x, x_ul], dim=0), torch.cat([y, y_ul], dim=0)
-    num = x.shape[0]
-    pi = torch.zeros((num, classes), dtype=x.dtype)
-    yh = torch.zeros((num, classes), dtype=x.dtype)
-    for c in range(classes):
-        index = y == int(c)
-        if index.sum() == 0:
-            continue
-        muc = x[index, ...].mean(dim=0)
-        pi[:, c] = torch.exp(-torch.sum((x - muc) ** 2, dim=1) / (2.0 * sigma ** 2))
-        yh[index, c] = 1
-    s = torch.sum(pi, dim=1).unsqueeze(1)
-    pi = (pi / (s.expand_as(pi) + 1e-15)).clamp(0.0, 1.0)
-    return torch.mean(torch.sum((pi - yh) ** 2, dim=1))
+torch_attloss, torch_dgmm = training.attention_loss, training.dgmm
 
 
 def t64(a) -> torch.Tensor:

@@ -12,6 +12,7 @@ import torch
 from fer_jax.errors import ConfigError
 from fer_jax.train import config as config_lib
 from fer_jax.train import optim
+from porting.reference import training
 
 SPE = 3  # optimizer steps per epoch
 
@@ -103,31 +104,7 @@ def test_frozen_parameters_are_skipped_like_torch_skips_gradless_ones():
     np.testing.assert_array_equal(params["model"]["pred_fc1"]["kernel"], w["idle"])
 
 
-class TorchSAM:
-    """SAM as davda54/sam steps it (MFTN-FER's utils.py; shared/reference/mftn_fer.md section 4), written from
-    that description: ||g|| over parameters with a gradient, e = rho / (||g|| + 1e-12) * (w^2 if adaptive) * g,
-    w += e; second forward / backward; restore w; the base optimizer's step with the second gradient."""
-
-    def __init__(self, params, base, rho, adaptive):
-        self.params, self.base, self.rho, self.adaptive, self.old = list(params), base, rho, adaptive, {}
-
-    def first_step(self):
-        with torch.no_grad():
-            norm = torch.norm(torch.stack([((p.abs() if self.adaptive else 1.0) * p.grad).norm(p=2)
-                                           for p in self.params if p.grad is not None]), p=2)
-            scale = self.rho / (norm + 1e-12)
-            for p in self.params:
-                if p.grad is None:
-                    continue
-                self.old[p] = p.data.clone()
-                p.add_((p.pow(2) if self.adaptive else 1.0) * p.grad * scale)
-
-    def second_step(self):
-        with torch.no_grad():
-            for p in self.params:
-                if p in self.old:
-                    p.data = self.old[p]
-        self.base.step()
+TorchSAM = training.SAM
 
 
 @pytest.mark.parametrize("adaptive", [False, True], ids=["sam", "asam"])
