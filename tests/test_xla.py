@@ -43,3 +43,32 @@ def test_compiled_steps_compute_the_same(kind):
     ours, ref = xla.jit(grad, kind)(w32, x32), jax.jit(grad)(w32, x32)
     # float32: another summation order; relative to the gradient's scale, within a few float32 ulps x fan-in.
     assert np.max(np.abs(ours - ref)) <= 1e-5 * np.max(np.abs(ref))
+
+
+@pytest.mark.parametrize("size, stride, padding", [(2, 1, ((1, 1), (1, 1))), (4, 2, ((1, 1), (1, 1))),
+                                                   (3, 2, ((0, 1), (2, 0))), (1, 1, ((1, 1), (1, 1)))])
+def test_patch_convolution_equals_xla_convolution(size, stride, padding):
+    """`layers.Conv` computes an output map smaller than the kernel as patches x kernel: in float64 the output
+    and both gradients equal lax.conv_general_dilated's up to summation order; larger maps keep XLA's own."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((3, size, size, 5)), rng.standard_normal((3, 3, 5, 4))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv, x, w):
+        y = conv(x, w, (stride, stride), padding, dimension_numbers=dn)
+        return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+    with jax.enable_x64(True):
+        jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(x, w, (stride, stride), padding,
+                                                                            dimension_numbers=dn))(x, w))
+        assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr  # the patch path is taken
+        for argnum in (None, 1, 2):
+            ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
+                         for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
+            np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
+        big = rng.standard_normal((1, 8, 8, 5))
+        jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                                            dimension_numbers=dn))(big, w))
+        assert "conv_general_dilated" in jaxpr

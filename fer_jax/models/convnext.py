@@ -40,6 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from fer_jax.models.layers import Conv
+
 # variant -> (blocks per stage, channels per stage); `base` is the one FAER and MFTN-FER use.
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     # timm's atto depths and widths with the standard block: the CPU recipes' size (not an upstream network)
@@ -143,7 +145,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         dense = functools.partial(nn.Dense, kernel_init=weight_init, dtype=self.dtype)
-        y = nn.Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.dim,
+        y = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.dim,
                     kernel_init=weight_init, dtype=self.dtype, name="dwconv")(x)
         y = layer_norm(self.dtype, "norm")(y)
         y = nn.gelu(dense(4 * self.dim, name="pwconv1")(y), approximate=False)
@@ -164,7 +166,7 @@ class DownsampleLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k = 4 if self.stem else 2
-        conv = nn.Conv(self.features, (k, k), strides=k, padding="VALID", kernel_init=weight_init,
+        conv = Conv(self.features, (k, k), strides=k, padding="VALID", kernel_init=weight_init,
                        dtype=self.dtype, name="0" if self.stem else "1")
         if self.stem:
             return layer_norm(self.dtype, "1")(conv(x))

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResNet, child_name
 
 # DAN keeps torchvision's ResNet18 children up to layer4 in `features = Sequential(...)`, so the
@@ -37,7 +37,7 @@ class ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         pad = tuple((k // 2, k // 2) for k in self.kernel)
-        x = nn.Conv(self.features, self.kernel, padding=pad, kernel_init=kaiming_normal_fan_out,
+        x = Conv(self.features, self.kernel, padding=pad, kernel_init=kaiming_normal_fan_out,
                     bias_init=nn.initializers.zeros, dtype=self.dtype, name="0")(x)
         return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="1")(x, train=train)
 

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
 
 AtType = Literal["self", "relation"]
@@ -79,7 +79,7 @@ class EmotionFAN(nn.Module):
     def setup(self):
         if self.at_type not in UPSTREAM_AT_TYPES:
             raise ValueError(f"at_type must be 'self' or 'relation', got {self.at_type!r}")
-        self.conv1 = nn.Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
+        self.conv1 = Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                              kernel_init=kaiming_normal_fan_out, dtype=self.dtype)
         self.bn1 = BatchNorm(axis_name=self.axis_name, dtype=self.dtype)
         self.layer1 = ResLayer(64, STAGE_SIZES["resnet18"][0], 1, self.axis_name, self.dtype)

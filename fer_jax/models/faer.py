@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, variant_config, weight_init
+from fer_jax.models.layers import Conv
 
 CC_LN_EPS = 1e-5  # CC attention's nn.LayerNorm(dim) keeps torch's default epsilon (ConvNeXt's are 1e-6)
 
@@ -63,7 +64,7 @@ class CCAttention(nn.Module):
         value = nn.Dense(self.dim, kernel_init=weight_init, dtype=self.dtype, name="value")(x)
         key = Mlp(self.dim, self.dim // self.reduction, self.dtype, name="mlp")(x)
         key = key * jnp.mean(x, axis=(1, 2), keepdims=True).astype(key.dtype)
-        query = nn.Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.groups,
+        query = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.groups,
                         kernel_init=weight_init, dtype=self.dtype, name="depthwise")(x)
         query = nn.LayerNorm(epsilon=CC_LN_EPS, use_fast_variance=False, dtype=self.dtype, name="norm")(
             nn.gelu(query, approximate=False))

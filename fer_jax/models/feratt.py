@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.contract import FacePreprocess, InitRule, View
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.preact_resnet import PreActResNet18, torch_conv
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
 
@@ -130,7 +130,7 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, ...]:
-        x = nn.Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
+        x = Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                     kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="conv1")(x)
         x = nn.relu(BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x, train=train))
         # upstream quirk: a 2x2 stride-2 max-pool replaces ResNet's 3x3 stride-2 padded one.

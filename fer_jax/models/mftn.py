@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
-from fer_jax.models.layers import torch_linear_init
+from fer_jax.models.layers import Conv, torch_linear_init
 
 MSTN_DEPTHS = (3, 2, 1)  # blocks over the stage-2, -3 and -4 tokens
 FUSE_DIM = 512
@@ -73,7 +73,7 @@ class SePeAttention(nn.Module):
         b, n, d = y.shape
         fan_pos = 9  # depthwise: one input channel x 3 x 3
         pos_init = torch_linear_init(fan_pos)
-        pos = nn.Conv(d, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=d, kernel_init=pos_init,
+        pos = Conv(d, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=d, kernel_init=pos_init,
                       bias_init=pos_init, dtype=self.dtype, name="position")(y.reshape(b, *size, d))
         kv = _dense(2 * d, d, use_bias=False, dtype=self.dtype, name="kv")(y)
         k, v = kv[..., :d], kv[..., d:]

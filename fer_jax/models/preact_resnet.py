@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Conv, torch_linear_init
 from fer_jax.models.resnet import ResLayer
 
 # Blocks per layer of preactresnet18 (the only depth FERAtt builds).
@@ -30,10 +30,10 @@ STAGE_SIZES = (2, 2, 2, 2)
 
 
 def torch_conv(features: int, kernel: int, in_features: int, *, stride: int = 1, padding: int = 0,
-               use_bias: bool = True, dtype: Any = None, name: str | None = None) -> nn.Conv:
+               use_bias: bool = True, dtype: Any = None, name: str | None = None) -> Conv:
     """torch.nn.Conv2d with explicit symmetric padding and torch's default init (U(+-1/sqrt(fan_in)))."""
     init = torch_linear_init(in_features * kernel * kernel)
-    return nn.Conv(features, (kernel, kernel), strides=stride, padding=((padding, padding), (padding, padding)),
+    return Conv(features, (kernel, kernel), strides=stride, padding=((padding, padding), (padding, padding)),
                    use_bias=use_bias, kernel_init=init, bias_init=init, dtype=dtype, name=name)
 
 

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 
 # The order of torchvision ResNet's children; a Sequential over them names each by its index here.
 TORCHVISION_CHILDREN = (
@@ -51,7 +51,7 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        x = nn.Conv(self.planes, (1, 1), strides=self.stride, padding=((0, 0), (0, 0)), use_bias=False,
+        x = Conv(self.planes, (1, 1), strides=self.stride, padding=((0, 0), (0, 0)), use_bias=False,
                     kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="0")(x)
         return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="1")(x, train=train)
 
@@ -66,7 +66,7 @@ class BasicBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        conv = functools.partial(nn.Conv, self.planes, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+        conv = functools.partial(Conv, self.planes, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
                                  kernel_init=kaiming_normal_fan_out, dtype=self.dtype)
         bn = functools.partial(BatchNorm, axis_name=self.axis_name, dtype=self.dtype)
         y = conv(strides=self.stride, name="conv1")(x)
@@ -128,7 +128,7 @@ class ResNet(nn.Module):
         if self.num_classes is not None and self.child_names != "torchvision":
             raise ValueError("a ResNet named as a Sequential of children has no fc; use num_classes=None")
         name = functools.partial(child_name, style=self.child_names)
-        x = nn.Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
+        x = Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                     kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name=name("conv1"))(x)
         x = BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name=name("bn1"))(x, train=train)
         x = max_pool_torch(nn.relu(x), window=3, stride=2, padding=1)
