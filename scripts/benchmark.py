@@ -394,28 +394,38 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
 
 
 def markdown(rows: list[dict], machine: dict) -> str:
-    lines = [f"fer-jax vs torch eager on {machine['device']} ({machine['peak']}); jax {machine['jax']}, "
-             f"torch {machine['torch']} ({machine['torch_threads']} threads); medians of {machine['reps']} "
-             "interleaved repetitions; ratio = torch time / fer-jax time (above 1: fer-jax faster).", "",
-             "| network (recipe) | input, batch | train ms jax / torch | train ratio (torch 1 thread) "
-             "| eval ms jax / torch | eval ratio (torch 1 thread) | compile s train / eval | GFLOP train / eval "
-             "| jax GFLOP/s train / eval (% peak) | torch GFLOP/s train | XLA MB train | pipeline ex/s by workers "
-             "vs train ex/s | others' CPU |",
-             "|" + "---|" * 13]
+    """Two tables: speed against torch, then compute, memory and the input pipeline."""
+    mb = 2 ** 20
+    lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
+             f"({machine['torch_threads']} threads); medians of {machine['reps']} interleaved repetitions; ratio = "
+             "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread.", "",
+             "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
+             "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["seconds"]
-        ratio1 = {k: f" ({r[f'{k}_ratio_torch1']:.2f})" if f"{k}_ratio_torch1" in r else "" for k in ("train", "eval")}
-        pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
+        one = {k: f" ({r[f'{k}_ratio_torch1']:.2f})" if f"{k}_ratio_torch1" in r else "" for k in ("train", "eval")}
         load = "-" if r["other_processes_cores"] is None else f"{r['other_processes_cores']:.2f}"
-        lines.append(
-            f"| {r['network']} ({r['label']}) | {r['image_size']} px, {r['batch']} "
-            f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | **{r['train_ratio']:.2f}**{ratio1['train']} "
-            f"| {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} | **{r['eval_ratio']:.2f}**{ratio1['eval']} "
-            f"| {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f} "
-            f"| {r['train_flops'] / 1e9:.1f} / {r['eval_flops'] / 1e9:.1f} "
-            f"| {r['train_flops_per_s'] / 1e9:.0f} / {r['eval_flops_per_s'] / 1e9:.0f} "
-            f"({100 * r['train_mfu']:.0f} % / {100 * r['eval_mfu']:.0f} %) | {r['train_torch_flops_per_s'] / 1e9:.0f} "
-            f"| {r.get('train_xla_bytes', 0) / 2**20:.0f} | {pipe} vs {r['train_examples_per_s']:.0f} | {load} |")
+        lines.append(f"| {r['network']} ({r['label']}) | {r['image_size']} px, {r['batch']} "
+                     f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | **{r['train_ratio']:.2f}**"
+                     f"{one['train']} | {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} "
+                     f"| **{r['eval_ratio']:.2f}**{one['eval']} | {load} |")
+    lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
+              "FLOP/s use the same count); memory: XLA's buffer plan of the train step and the resident-memory growth "
+              "during one step; the input pipeline (the recipe's preprocessing) by worker processes, against the "
+              "examples/s the fer-jax train step consumes.", "",
+              "| network | compile s: train / eval | GFLOP: train / eval | fer-jax GFLOP/s: train / eval (% of peak) "
+              "| torch GFLOP/s: train / eval | train memory MB: XLA plan, RSS fer-jax / torch "
+              "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rss = r["rss_growth_bytes"]
+        pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
+        lines.append(f"| {r['network']} | {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f} "
+                     f"| {r['train_flops'] / 1e9:.1f} / {r['eval_flops'] / 1e9:.1f} "
+                     f"| {r['train_flops_per_s'] / 1e9:.0f} / {r['eval_flops_per_s'] / 1e9:.0f} "
+                     f"({100 * r['train_mfu']:.0f} % / {100 * r['eval_mfu']:.0f} %) "
+                     f"| {r['train_torch_flops_per_s'] / 1e9:.0f} / {r['eval_torch_flops_per_s'] / 1e9:.0f} "
+                     f"| {r.get('train_xla_bytes', 0) / mb:.0f}, {rss['jax_train'] / mb:.0f} / "
+                     f"{rss['torch_train'] / mb:.0f} | {pipe} | {r['train_examples_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -436,7 +446,7 @@ def main(argv: list[str]) -> None:
     workers = [int(w) for w in _WORKERS.value]
     peak, peak_how = device_peak(jax.devices()[0])
     machine = {"device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))",
-               "peak": f"peak {peak / 1e9:.0f} GFLOP/s: {peak_how}", "peak_flops_per_s": peak,
+               "peak": f"device peak of {peak / 1e9:.0f} GFLOP/s ({peak_how})", "peak_flops_per_s": peak,
                "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                "reps": _REPS.value, "batch": _BATCH.value}
     rows = []

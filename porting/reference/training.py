@@ -9,6 +9,7 @@ torch.optim optimizer (`SAM` around it when `optimizer.sam_rho` > 0).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -116,11 +117,16 @@ def _multilabel(task: tasks.MultiLabel, outputs, prediction, batch, aux) -> Tens
             "asymmetric": lambda: asymmetric(prediction, y)}[task.loss_name]()
 
 
+@functools.cache
+def _affinity(num_centers: int, feat_dim: int) -> AffinityLoss:
+    return AffinityLoss(num_centers, feat_dim)
+
+
 def _dan(task: tasks.Dan, outputs, prediction, batch, aux) -> Tensor:
-    affinity = AffinityLoss(task.num_centers, task.feat_dim)
-    affinity.centers = aux["centers"]
     label = batch["label"]
-    return F.cross_entropy(outputs["out"], label) + affinity(outputs["feat"], label) + PartitionLoss()(outputs["heads"])
+    affinity = torch.func.functional_call(_affinity(task.num_centers, task.feat_dim), {"centers": aux["centers"]},
+                                          (outputs["feat"], label))
+    return F.cross_entropy(outputs["out"], label) + affinity + PartitionLoss()(outputs["heads"])
 
 
 def _center(task: tasks.CenterLoss, outputs, prediction, batch, aux) -> Tensor:

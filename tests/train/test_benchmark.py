@@ -1,0 +1,99 @@
+"""scripts/benchmark.py: every registered network has a recipe there, the torch side computes each task's
+objective, and a small run writes its report (no timed assertions: speed figures live in its report)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from fer_jax import models, tasks
+from porting.reference import training
+
+spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
+benchmark = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark)
+
+
+def test_every_registered_network_has_a_recipe():
+    assert set(benchmark.RECIPES) == set(models.REGISTRY)
+    for network, (recipe, overrides) in benchmark.RECIPES.items():
+        config = benchmark.load_recipe(recipe)
+        config.model.update(overrides)
+        assert config.model.name == network
+        assert config.data.name in benchmark.SYNTHETIC
+
+
+B, K, D = 6, 5, 4
+TASKS = {
+    "classification": tasks.Classification(), "video": tasks.VideoClassification(),
+    **{f"multilabel_{name}": tasks.MultiLabel(loss_name=name) for name in tasks.MULTILABEL_LOSSES},
+    "dan": tasks.Dan(num_centers=K + 1, feat_dim=D), "center": tasks.CenterLoss(num_centers=K, feat_dim=D),
+    "feratt": tasks.FERAtt(), "feratt_rep": tasks.FERAtt(scale_by_batch=False, dgmm=True, mixup=False),
+    "two_heads": tasks.TwoHeads(heads=("a", "b")),
+}
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_torch_objective_equals_the_tasks_in_float64(name):
+    """`porting.reference.training.loss` (the benchmark's torch step) differentiates what the task does."""
+    task, rng = TASKS[name], np.random.default_rng(0)
+    multilabel = isinstance(task, tasks.MultiLabel)
+    label = (rng.random((B, K)) > 0.5).astype(np.int32) if multilabel else rng.integers(0, K, B).astype(np.int32)
+    outputs = {"logits": rng.normal(0, 2, (B, K)), "a": rng.normal(size=(B, K)), "b": rng.normal(size=(B, K)),
+               "out": rng.normal(size=(B, K)), "feat": rng.normal(size=(B, 2, 2, D)),
+               "heads": rng.normal(size=(B, 3, D)), "feature": rng.normal(size=(B, D)),
+               "att": rng.random((B, 3, 3, 3)), "z": rng.normal(size=(B, 3))}
+    batch = {"label": label, "x_org": rng.random((B, 3, 3, 3))}
+    with jax.enable_x64(True):
+        aux = {k: np.asarray(v, np.float64) for k, v in task.init_aux(jax.random.key(1)).items()}
+        prediction = outputs["out"] if name == "dan" else outputs["logits"]
+        ours = task.loss(jax.tree.map(jnp.asarray, outputs), jnp.asarray(prediction),
+                         jax.tree.map(jnp.asarray, batch), jax.tree.map(jnp.asarray, aux), rng=jax.random.key(2))[0]
+    nchw = {k: torch.from_numpy(v.transpose(0, 3, 1, 2) if v.ndim == 4 else v) for k, v in outputs.items()}
+    tbatch = {"label": torch.from_numpy(label.astype(np.int64)),
+              "x_org": torch.from_numpy(batch["x_org"].transpose(0, 3, 1, 2))}
+    theirs = training.loss(task, nchw, nchw["out"] if name == "dan" else nchw["logits"], tbatch,
+                           {k: torch.nn.Parameter(torch.from_numpy(v)) for k, v in aux.items()})
+    np.testing.assert_allclose(float(ours), theirs.item(), rtol=1e-12)
+
+
+def test_torch_optimizer_follows_the_recipe():
+    w = [torch.nn.Parameter(torch.zeros(3))]
+    config = benchmark.load_recipe("mftn_rafdb")
+    opt = training.optimizer(config.optimizer, w)
+    assert isinstance(opt, training.SAM) and isinstance(opt.base, torch.optim.Adam) and opt.rho == 0.05
+    assert isinstance(training.optimizer(benchmark.load_recipe("dan_rafdb").optimizer, w), torch.optim.SGD)
+
+
+def test_a_small_run_writes_the_report(tmp_path):
+    out = tmp_path / "bench"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--networks", "resnet18",
+                        "--variant", "smoke", "--batch", "2", "--reps", "1", "--workers", "0",
+                        "--torch_one_thread=false", "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "benchmark.json").read_text())
+    (row,) = report["rows"]
+    s = row["seconds"]
+    assert row["network"] == "resnet18" and row["batch"] == 2 and row["image_size"] == 32
+    assert row["train_ratio"] == pytest.approx(s["torch_train"] / s["jax_train"])
+    assert row["eval_ratio"] == pytest.approx(s["torch_eval"] / s["jax_eval"])
+    assert row["train_flops"] > 2 * row["eval_flops"] > 0  # backward included
+    assert 0 < row["train_mfu"] < 1 and report["machine"]["peak_flops_per_s"] > 1e9
+    assert set(row["pipeline_examples_per_s"]) == {"0"} and row["pipeline_examples_per_s"]["0"] > 0
+    assert "| resnet18 (fan_afew_baseline:smoke) | 32 px, 2 |" in (out / "benchmark.md").read_text()
+
+
+def test_unknown_network_is_one_line():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--networks", "vgg"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0 and r.stderr.strip().splitlines() == [
+        f"error: --networks: unknown 'vgg'; known: {', '.join(benchmark.RECIPES)}"]
