@@ -58,8 +58,7 @@ def get_config(arg=None):
     def quick(c):
         # Reduced for a 2-core CPU and no pretrained backbone. From scratch, DAN does not learn with
         # rafdb.py's SGD (its attention heads saturate the log-softmax over heads), so this variant uses
-        # affectnet.py's optimizer, Adam, at a from-scratch learning rate. 96 px keeps layer4 at 3x3
-        # (XLA's CPU convolution is ~40x slower on a 2x2 map, as 64 px would give).
+        # affectnet.py's optimizer, Adam, at a from-scratch learning rate, at 96 px.
         c.data.root = "data/rafdb"
         c.data.image_size = 96
         c.data.train_pp, c.data.eval_pp = pp_train(96), pp_eval(96)

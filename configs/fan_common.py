@@ -65,7 +65,7 @@ def smoke(c, root: str) -> None:
 
 def cpu(c, root: str, epochs: int) -> None:
     """Learns the synthetic videos on a 2-core CPU without the FER+ backbone: 72 px frames (a 3x3 layer4
-    map: XLA's CPU convolution is ~40x slower on the 2x2 map of 64 px), Adam 1e-3."""
+    map), Adam 1e-3."""
     c.data.root = root
     c.data.image_size = 72
     c.data.train_pp, c.data.eval_pp = pp_train(72), pp_eval(72)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -72,3 +74,28 @@ def test_patch_convolution_equals_xla_convolution(size, stride, padding):
         jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                                                             dimension_numbers=dn))(big, w))
         assert "conv_general_dilated" in jaxpr
+
+
+@pytest.mark.parametrize("kernel, padding, size", [(7, ((3, 3), (3, 3)), 9), (3, ((1, 1), (1, 1)), 5),
+                                                   (3, ((2, 0), (0, 1)), 4), (7, ((3, 3), (3, 3)), 2)])
+def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
+    """`layers.Conv`'s depthwise path (ConvNeXt's 7x7, MFTN-FER's 3x3): output and both gradients in float64
+    equal XLA's grouped convolution up to summation order, for asymmetric padding and maps below the kernel."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(2)
+    c = 6
+    x, w = rng.standard_normal((2, size, size + 1, c)), rng.standard_normal((kernel, kernel, 1, c))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv, x, w):
+        y = conv(x, w, (1, 1), padding, dimension_numbers=dn, feature_group_count=c)
+        return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+    with jax.enable_x64(True):
+        jaxpr = str(jax.make_jaxpr(functools.partial(loss, layers.conv_general_dilated))(x, w))
+        assert "conv_general_dilated" not in jaxpr and "custom_vjp_call" in jaxpr
+        for argnum in (None, 1, 2):
+            ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
+                         for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
+            np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))

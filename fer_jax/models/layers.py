@@ -6,14 +6,20 @@ train-mode step drift from torch (3.6e-4 at n = 324, see shared/reference/jax_pl
 below follows torch exactly and keeps Flax's variable names (`scale`, `bias` in params; `mean`, `var`
 in batch_stats), so the porting rule does not change.
 
-`Conv` is Flax's `nn.Conv` (same parameters, same names) whose convolution avoids a slow case of XLA's CPU
-backend: an output map smaller than the kernel (layer4 of a ResNet at 64 px, 3x3 over 2x2) takes neither
-of its convolution libraries there; the same sum as one matrix product of the input patches is ~40x faster
-(`patch_conv`).
+`Conv` is Flax's `nn.Conv` (same parameters, same names) whose convolution avoids two slow cases of XLA's
+CPU backend (measured in `conv_general_dilated`'s docstring):
+
+- an output map smaller than the kernel (layer4 of a ResNet at 64 px, 3x3 over 2x2) takes neither of its
+  convolution libraries; the same sum as one matrix product of the input patches is ~40x faster
+  (`patch_conv`);
+- depthwise convolutions (ConvNeXt's 7x7, MFTN-FER's positional 3x3) run 20-80x slower than torch's; a sum
+  of shifted copies of the input times the kernel's taps, with its own gradient (`depthwise_conv`), is
+  ~10x faster forward and ~3-5x with the backward pass.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -118,21 +124,74 @@ def patch_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
                            precision=precision)
 
 
+def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
+    """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C]."""
+    kh, kw = taps.shape[:2]
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            term = x[:, i:i + oh, j:j + ow, :] * taps[i, j]
+            out = term if out is None else out + term
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def depthwise_conv(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
+    """A stride-1 depthwise convolution (NHWC input, taps [kh, kw, C], explicit padding) as a sum of shifted
+    copies; its input gradient is the same sum over the output gradient with the flipped taps, and its taps'
+    gradient the C-wise dot products of each shifted input with the output gradient."""
+    return _shifted_sum(x, taps, padding)
+
+
+def _depthwise_fwd(x, taps, padding):
+    return _shifted_sum(x, taps, padding), (x, taps)
+
+
+def _depthwise_bwd(padding, residuals, g):
+    x, taps = residuals
+    kh, kw = taps.shape[:2]
+    (pt, pb), (pl, pr) = padding
+    dx = _shifted_sum(g, taps[::-1, ::-1], ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
+    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    b, oh, ow, c = g.shape
+    gm = g.reshape(b * oh * ow, c)
+    dtaps = jnp.stack([jnp.stack([jnp.einsum("nc,nc->c", xp[:, i:i + oh, j:j + ow, :].reshape(-1, c), gm)
+                                  for j in range(kw)]) for i in range(kh)])
+    return dx, dtaps.astype(taps.dtype)
+
+
+depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
+
+
 def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, padding: Any, lhs_dilation: Any = None,
                          rhs_dilation: Any = None, dimension_numbers: Any = None, feature_group_count: int = 1,
                          precision: Any = None, **kwargs: Any) -> jax.Array:
-    """`lax.conv_general_dilated`, computed by `patch_conv` on the CPU where the output map is smaller than the
-    kernel in either direction (measured, 16 x 2x2 x 512 -> 512, 3x3: forward 131 -> 3.3 ms, forward and
-    backward 273 -> 5.6 ms; from 4x4 outputs on, XLA's own convolution is as fast or faster)."""
+    """`lax.conv_general_dilated`, computed otherwise on the CPU where XLA is slow (float64 gives the same
+    numbers up to summation order; measured on 2 cores, float32, jit, median ms):
+
+    | case | XLA forward / with backward | here forward / with backward | torch eager |
+    |---|---|---|---|
+    | 3x3 over 2x2, 16 x 512 -> 512 (`patch_conv`) | 131 / 273 | 3.3 / 5.6 | |
+    | depthwise 7x7, 8 x 56x56 x 128 (`depthwise_conv`) | 238 / 705 | 15 / 260 | 3.2 / 71 |
+    | depthwise 7x7, 8 x 14x14 x 512 | 83 / 394 | 6.0 / 84 | 0.6 / 18 |
+
+    From 4x4 outputs on, XLA's own dense convolution is as fast as or faster than patches x kernel.
+    """
     kh, kw = rhs.shape[:2] if rhs.ndim == 4 else (1, 1)
-    simple = (lhs.ndim == 4 and dimension_numbers == NHWC and feature_group_count == 1 and not kwargs
+    simple = (lhs.ndim == 4 and dimension_numbers == NHWC and not kwargs and jax.default_backend() == "cpu"
               and all(d in (None, 1) for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
               and not isinstance(padding, str) and all(lo >= 0 and hi >= 0 for lo, hi in padding))
-    if simple and jax.default_backend() == "cpu":
+    if simple:
+        padding = tuple(map(tuple, padding))
         (sh, sw), ((pt, pb), (pl, pr)) = window_strides, padding
+        depthwise = feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[2] == 1
+        if depthwise and (sh, sw) == (1, 1) and max(pt, pb) < kh and max(pl, pr) < kw:
+            return depthwise_conv(lhs, rhs[:, :, 0, :], padding)
         oh, ow = (lhs.shape[1] + pt + pb - kh) // sh + 1, (lhs.shape[2] + pl + pr - kw) // sw + 1
-        if oh < kh or ow < kw:
-            return patch_conv(lhs, rhs, tuple(window_strides), tuple(map(tuple, padding)), precision)
+        if feature_group_count == 1 and (oh < kh or ow < kw):
+            return patch_conv(lhs, rhs, tuple(window_strides), padding, precision)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
 

@@ -19,7 +19,7 @@ def test_dan_learns_synthetic_rafdb(tmp_path):
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     c.data.root = root
-    c.data.image_size = 72  # layer4 stays 3x3 (a 2x2 map is ~40x slower on XLA's CPU convolutions)
+    c.data.image_size = 72
     c.data.train_pp, c.data.eval_pp = recipe.pp_train(72), recipe.pp_eval(72)
     c.num_epochs = 4  # 200 steps of 32
     c.log_every_steps = 25
