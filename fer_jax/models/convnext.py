@@ -146,7 +146,7 @@ class Block(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         dense = functools.partial(nn.Dense, kernel_init=weight_init, dtype=self.dtype)
         y = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.dim,
-                    kernel_init=weight_init, dtype=self.dtype, name="dwconv")(x)
+                 kernel_init=weight_init, dtype=self.dtype, name="dwconv")(x)
         y = layer_norm(self.dtype, "norm")(y)
         y = nn.gelu(dense(4 * self.dim, name="pwconv1")(y), approximate=False)
         y = dense(self.dim, name="pwconv2")(y)
@@ -167,7 +167,7 @@ class DownsampleLayer(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         k = 4 if self.stem else 2
         conv = Conv(self.features, (k, k), strides=k, padding="VALID", kernel_init=weight_init,
-                       dtype=self.dtype, name="0" if self.stem else "1")
+                    dtype=self.dtype, name="0" if self.stem else "1")
         if self.stem:
             return layer_norm(self.dtype, "1")(conv(x))
         return conv(layer_norm(self.dtype, "0")(x))

@@ -38,7 +38,7 @@ class ConvBN(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         pad = tuple((k // 2, k // 2) for k in self.kernel)
         x = Conv(self.features, self.kernel, padding=pad, kernel_init=kaiming_normal_fan_out,
-                    bias_init=nn.initializers.zeros, dtype=self.dtype, name="0")(x)
+                 bias_init=nn.initializers.zeros, dtype=self.dtype, name="0")(x)
         return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="1")(x, train=train)
 
 

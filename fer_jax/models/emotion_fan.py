@@ -80,7 +80,7 @@ class EmotionFAN(nn.Module):
         if self.at_type not in UPSTREAM_AT_TYPES:
             raise ValueError(f"at_type must be 'self' or 'relation', got {self.at_type!r}")
         self.conv1 = Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                             kernel_init=kaiming_normal_fan_out, dtype=self.dtype)
+                          kernel_init=kaiming_normal_fan_out, dtype=self.dtype)
         self.bn1 = BatchNorm(axis_name=self.axis_name, dtype=self.dtype)
         self.layer1 = ResLayer(64, STAGE_SIZES["resnet18"][0], 1, self.axis_name, self.dtype)
         self.layer2 = ResLayer(128, STAGE_SIZES["resnet18"][1], 2, self.axis_name, self.dtype)

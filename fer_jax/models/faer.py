@@ -65,7 +65,7 @@ class CCAttention(nn.Module):
         key = Mlp(self.dim, self.dim // self.reduction, self.dtype, name="mlp")(x)
         key = key * jnp.mean(x, axis=(1, 2), keepdims=True).astype(key.dtype)
         query = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.groups,
-                        kernel_init=weight_init, dtype=self.dtype, name="depthwise")(x)
+                     kernel_init=weight_init, dtype=self.dtype, name="depthwise")(x)
         query = nn.LayerNorm(epsilon=CC_LN_EPS, use_fast_variance=False, dtype=self.dtype, name="norm")(
             nn.gelu(query, approximate=False))
         tokens = (b, h * w, c)  # row-major (h, w) order, as torch's reshape of the NHWC permute

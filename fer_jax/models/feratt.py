@@ -131,7 +131,7 @@ class Encoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> tuple[jax.Array, ...]:
         x = Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                    kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="conv1")(x)
+                 kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="conv1")(x)
         x = nn.relu(BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn1")(x, train=train))
         # upstream quirk: a 2x2 stride-2 max-pool replaces ResNet's 3x3 stride-2 padded one.
         stages = [max_pool_torch(x, window=2, stride=2, padding=0)]

@@ -74,7 +74,7 @@ class SePeAttention(nn.Module):
         fan_pos = 9  # depthwise: one input channel x 3 x 3
         pos_init = torch_linear_init(fan_pos)
         pos = Conv(d, (3, 3), padding=((1, 1), (1, 1)), feature_group_count=d, kernel_init=pos_init,
-                      bias_init=pos_init, dtype=self.dtype, name="position")(y.reshape(b, *size, d))
+                   bias_init=pos_init, dtype=self.dtype, name="position")(y.reshape(b, *size, d))
         kv = _dense(2 * d, d, use_bias=False, dtype=self.dtype, name="kv")(y)
         k, v = kv[..., :d], kv[..., d:]
         q = Query(d, max(d // 16, 32), self.dtype, name="query")(y)

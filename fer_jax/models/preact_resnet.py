@@ -34,7 +34,7 @@ def torch_conv(features: int, kernel: int, in_features: int, *, stride: int = 1,
     """torch.nn.Conv2d with explicit symmetric padding and torch's default init (U(+-1/sqrt(fan_in)))."""
     init = torch_linear_init(in_features * kernel * kernel)
     return Conv(features, (kernel, kernel), strides=stride, padding=((padding, padding), (padding, padding)),
-                   use_bias=use_bias, kernel_init=init, bias_init=init, dtype=dtype, name=name)
+                use_bias=use_bias, kernel_init=init, bias_init=init, dtype=dtype, name=name)
 
 
 def torch_dense(features: int, in_features: int, dtype: Any = None, name: str | None = None) -> nn.Dense:

@@ -52,7 +52,7 @@ class Downsample(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         x = Conv(self.planes, (1, 1), strides=self.stride, padding=((0, 0), (0, 0)), use_bias=False,
-                    kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="0")(x)
+                 kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="0")(x)
         return BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="1")(x, train=train)
 
 
@@ -129,7 +129,7 @@ class ResNet(nn.Module):
             raise ValueError("a ResNet named as a Sequential of children has no fc; use num_classes=None")
         name = functools.partial(child_name, style=self.child_names)
         x = Conv(64, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
-                    kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name=name("conv1"))(x)
+                 kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name=name("conv1"))(x)
         x = BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name=name("bn1"))(x, train=train)
         x = max_pool_torch(nn.relu(x), window=3, stride=2, padding=1)
         for k, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.stage_sizes), start=1):
