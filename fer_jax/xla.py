@@ -13,6 +13,9 @@ repetitions, median ms per call; float32):
 | ResNet18 64 px, 32 | 1458 / **1373** / 1450 | **609** / 740 / 637 |
 | Emotion-FAN 72 px, 8 triplets | 364 / **305** / 346 | 101 / 94 / **74** |
 
+(The ResNet18 64-px row predates `fer_jax.models.layers.Conv`, which now computes its 2x2-map layer4 as one
+matrix product: scripts/benchmark.py measures every network as it runs today.)
+
 So training steps compile without YNNPACK convolutions (dots and reductions keep it) and evaluation without
 YNNPACK at all. Other backends get no options. The options are scoped to fer-jax's own compiled functions
 (`jax.jit(..., compiler_options=...)`), never the process: a user's own `XLA_FLAGS` that names the option

@@ -14,7 +14,7 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   torch time / fer-jax time (above 1: fer-jax is faster);
 - first-call compile time, FLOPs per step from XLA's cost analysis (the same count is used for torch), achieved
   FLOP/s and its fraction of the device's peak (known GPUs and TPUs by name, a CPU's measured matrix-product
-  rate, or `--peak_tflops`), train memory (XLA's buffer plan; torch's resident-memory growth in its first step);
+  rate, or `--peak_tflops`), train memory (XLA's buffer plan of the step);
 - the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
   far more than XLA: compare runs only when it is near 0);
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
@@ -24,14 +24,12 @@ Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib.util
 import json
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -144,31 +142,6 @@ class CpuLoad:
             return None
         busy = sum(fields) - fields[3] - fields[4]  # everything but idle and iowait
         return busy, int(own[11]) + int(own[12]), time.monotonic()
-
-
-@contextlib.contextmanager
-def peak_rss_growth(result: dict, key: str, interval: float = 0.002):
-    """Stores the peak growth of this process's resident memory in the block (sampled) as result[key]."""
-    page = os.sysconf("SC_PAGE_SIZE")
-
-    def rss() -> int:
-        return int(open("/proc/self/statm").read().split()[1]) * page
-
-    base, peak, stop = rss(), [0], threading.Event()
-
-    def sample():
-        while not stop.is_set():
-            peak[0] = max(peak[0], rss())
-            time.sleep(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        result[key] = max(peak[0], rss()) - base
 
 
 # --- recipes and data -----------------------------------------------------------------------------------
@@ -386,15 +359,12 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
                 cases.update({"torchc_train": compiled["train"], "torchc_eval": compiled["eval"]})
             except Exception as e:  # noqa: BLE001 - torch.compile's failures are reported, not fatal
                 info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        memory: dict[str, int] = {}
-        with peak_rss_growth(memory, "torch_train"):  # its first step, before any fer-jax step ran
-            cases["torch_train"]()
         with CpuLoad() as load:
             median = interleaved(cases, reps)
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
-         "task": config.task.name, "seconds": median, **info, "rss_growth_bytes": memory,
+         "task": config.task.name, "seconds": median, **info,
          "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
          "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
     for kind in ("train", "eval"):
@@ -431,22 +401,21 @@ def markdown(rows: list[dict], machine: dict) -> str:
                      f"{one['train']} | {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} "
                      f"| **{r['eval_ratio']:.2f}**{one['eval']} | {load} |")
     lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
-              "FLOP/s use the same count); train memory: fer-jax's as XLA's buffer plan of the step (parameters, "
-              "optimizer state, batch and temporaries), torch's as the growth of resident memory during its first "
-              "step (activations, gradients, optimizer state); the input pipeline (the recipe's preprocessing) by "
-              "worker processes, against the examples/s the fer-jax train step consumes.", "",
+              "FLOP/s use the same count); train memory: XLA's buffer plan of fer-jax's step (parameters, optimizer "
+              "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); the input pipeline "
+              "(the recipe's preprocessing) by worker processes, against the examples/s the fer-jax train step "
+              "consumes.", "",
               "| network | compile s: train / eval | GFLOP: train / eval | fer-jax GFLOP/s: train / eval (% of peak) "
-              "| torch GFLOP/s: train / eval | train memory MB: fer-jax / torch "
+              "| torch GFLOP/s: train / eval | train memory MB "
               "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        rss = r["rss_growth_bytes"]
         pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
         lines.append(f"| {r['network']} | {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f} "
                      f"| {r['train_flops'] / 1e9:.1f} / {r['eval_flops'] / 1e9:.1f} "
                      f"| {r['train_flops_per_s'] / 1e9:.0f} / {r['eval_flops_per_s'] / 1e9:.0f} "
                      f"({100 * r['train_mfu']:.0f} % / {100 * r['eval_mfu']:.0f} %) "
                      f"| {r['train_torch_flops_per_s'] / 1e9:.0f} / {r['eval_torch_flops_per_s'] / 1e9:.0f} "
-                     f"| {r.get('train_xla_bytes', 0) / mb:.0f} / {rss['torch_train'] / mb:.0f} "
+                     f"| {r.get('train_xla_bytes', 0) / mb:.0f} "
                      f"| {pipe} | {r['train_examples_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 
