@@ -156,10 +156,14 @@ def test_every_network_declares_a_layer_that_is_its_feature_map():
             return out
 
         method = spec.video.frame if spec.video else None
-        with nn.intercept_methods(interceptor):
-            _, state = module.apply(variables, x, train=False, mutable=["intermediates"],
-                                    **({"method": method} if method else {}))
-        sown = state["intermediates"]
+
+        def forward(variables, x, module=module, method=method, seen=seen, interceptor=interceptor):
+            with nn.intercept_methods(interceptor):
+                _, state = module.apply(variables, x, train=False, mutable=["intermediates"],
+                                        **({"method": method} if method else {}))
+            return state["intermediates"], seen
+
+        sown, seen = jax.jit(forward)(variables, x)  # one compilation, not one per operation
         for part in SOWN_UNDER.get(arch, ()):
             sown = sown[part]
         assert len(seen) == 1, (arch, len(seen))
