@@ -120,28 +120,21 @@ def patch_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
     patches = jnp.concatenate(
         [lax.slice(x, (0, i, j, 0), (n, i + (oh - 1) * sh + 1, j + (ow - 1) * sw + 1, cin), (1, sh, sw, 1))
          for i in range(kh) for j in range(kw)], axis=-1)  # (i, j, c) order: the kernel's HWI flattening
-    out = lax.dot_general(patches, kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
-                          precision=precision, preferred_element_type=_accumulator(x.dtype))
-    return out.astype(x.dtype)
-
-
-def _accumulator(dtype: Any) -> Any:
-    """The dtype sums are accumulated in: float32 for bfloat16 / float16 inputs (as XLA's convolutions do)."""
-    return jnp.promote_types(dtype, jnp.float32)
+    return lax.dot_general(patches, kernel.reshape(kh * kw * cin, cout), (((3,), (0,)), ((), ())),
+                           precision=precision)
 
 
 def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
     """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C]."""
     kh, kw = taps.shape[:2]
-    dtype, acc = x.dtype, _accumulator(x.dtype)
-    x, taps = jnp.pad(x, ((0, 0), *padding, (0, 0))).astype(acc), taps.astype(acc)
+    x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
     out = None
     for i in range(kh):
         for j in range(kw):
             term = x[:, i:i + oh, j:j + ow, :] * taps[i, j]
             out = term if out is None else out + term
-    return out.astype(dtype)
+    return out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -164,9 +157,8 @@ def _depthwise_bwd(padding, residuals, g):
     xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     b, oh, ow, c = g.shape
     gm = g.reshape(b * oh * ow, c)
-    acc = _accumulator(g.dtype)
-    dtaps = jnp.stack([jnp.stack([jnp.einsum("nc,nc->c", xp[:, i:i + oh, j:j + ow, :].reshape(-1, c), gm,
-                                             preferred_element_type=acc) for j in range(kw)]) for i in range(kh)])
+    dtaps = jnp.stack([jnp.stack([jnp.einsum("nc,nc->c", xp[:, i:i + oh, j:j + ow, :].reshape(-1, c), gm)
+                                  for j in range(kw)]) for i in range(kh)])
     return dx, dtaps.astype(taps.dtype)
 
 
