@@ -174,7 +174,7 @@ def synthetic_root(config: Any, tmp: str, examples: int) -> str:
     return root
 
 
-def prepare(config: Any, tmp: str, batch: int, reps: int) -> tuple[Any, Any, dict]:
+def prepare(config: Any, tmp: str, batch: int) -> tuple[Any, Any, dict]:
     """(config at `batch` on synthetic data, the train source, one training batch of the recipe's pipeline)."""
     import numpy as np
 
@@ -345,7 +345,7 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        config, source, example = prepare(config, tmp, batch, reps)
+        config, source, example = prepare(config, tmp, batch)
         jx, info = jax_cases(config, source.num_classes, example)
         tc = torch_cases(config, example)
         cases = {"jax_train": jx["train"], "torch_train": tc["train"], "jax_eval": jx["eval"], "torch_eval": tc["eval"]}
