@@ -99,3 +99,31 @@ def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
             ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
                          for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
             np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
+
+
+@pytest.mark.parametrize("case", ["depthwise", "patch"])
+def test_bfloat16_convolution_paths_sum_in_float32(case):
+    """Under `compute_dtype=bfloat16` both paths round once: each output is within half a bfloat16 ulp (2^-8 of
+    its magnitude, plus float32 summation error) of the exact sum of the bfloat16 inputs, as XLA's convolution
+    is (measured: within 0.98 of the bound, as lax.conv_general_dilated). Summing the 49 depthwise taps in
+    bfloat16 instead fails it by orders of magnitude where terms cancel."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(3)
+    if case == "depthwise":
+        x, w, pad, groups = rng.standard_normal((2, 9, 9, 16)), rng.standard_normal((7, 7, 1, 16)), 3, 16
+    else:
+        x, w, pad, groups = rng.standard_normal((2, 2, 2, 64)), rng.standard_normal((3, 3, 64, 8)), 1, 1
+    xb, wb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+    args = ((1, 1), ((pad, pad), (pad, pad)))
+    ours = layers.conv_general_dilated(xb, wb, *args, dimension_numbers=dn, feature_group_count=groups)
+    assert ours.dtype == jnp.bfloat16
+    with jax.enable_x64(True):
+        exact = np.asarray(jax.lax.conv_general_dilated(np.asarray(xb, np.float64), np.asarray(wb, np.float64), *args,
+                                                        dimension_numbers=dn, feature_group_count=groups))
+    err = np.abs(np.asarray(ours, np.float64) - exact)
+    assert np.all(err <= 2.0 ** -8 * np.abs(exact) + 1e-5 * np.max(np.abs(exact)))
+    grads = jax.grad(lambda x, w: jnp.sum(layers.conv_general_dilated(
+        x, w, *args, dimension_numbers=dn, feature_group_count=groups).astype(jnp.float32) ** 2), (0, 1))(xb, wb)
+    assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]

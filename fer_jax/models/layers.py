@@ -187,11 +187,15 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
         padding = tuple(map(tuple, padding))
         (sh, sw), ((pt, pb), (pl, pr)) = window_strides, padding
         depthwise = feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[2] == 1
+        # bfloat16 / float16 inputs are summed in float32 and rounded once, as XLA's own convolution does;
+        # float32 and float64 take the paths unchanged (no casts, the same HLO).
+        low = jnp.finfo(lhs.dtype).bits < 32
+        wide = (lambda a: a.astype(jnp.float32)) if low else (lambda a: a)
         if depthwise and (sh, sw) == (1, 1) and max(pt, pb) < kh and max(pl, pr) < kw:
-            return depthwise_conv(lhs, rhs[:, :, 0, :], padding)
+            return depthwise_conv(wide(lhs), wide(rhs[:, :, 0, :]), padding).astype(lhs.dtype)
         oh, ow = (lhs.shape[1] + pt + pb - kh) // sh + 1, (lhs.shape[2] + pl + pr - kw) // sw + 1
         if feature_group_count == 1 and (oh < kh or ow < kw):
-            return patch_conv(lhs, rhs, tuple(window_strides), padding, precision)
+            return patch_conv(wide(lhs), wide(rhs), tuple(window_strides), padding, precision).astype(lhs.dtype)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                     dimension_numbers, feature_group_count, precision=precision, **kwargs)
 
