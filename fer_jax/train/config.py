@@ -40,7 +40,8 @@ def base() -> ml_collections.ConfigDict:
         "sampler": "shuffle",  # or "balanced"
         "num_workers": 0,  # grain worker processes; 0 = read threads in the training process
         "read_threads": 2,
-        "prefetch": 4,
+        "prefetch": 4,  # batches grain's read threads prepare ahead
+        "device_prefetch": 2,  # batches placed on the devices ahead of the step (0: each when it is used)
     })
     c.optimizer = ml_collections.ConfigDict({
         "name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 0.0,
@@ -112,6 +113,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         value = config[key]
         if not _is_int(value) or (value < 1 and value != -1):
             raise ConfigError(f"{key}={value!r}: use a positive integer, or -1 for {meaning}")
+    if not _is_int(config.data.device_prefetch) or config.data.device_prefetch < 0:
+        raise ConfigError(f"data.device_prefetch={config.data.device_prefetch!r} must be a non-negative integer")
     if not _is_int(config.seed) or not 0 <= config.seed < 2**32:
         raise ConfigError(f"seed={config.seed!r} must be an integer in [0, 2**32)")
     lr = config.optimizer.lr

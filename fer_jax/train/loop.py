@@ -223,11 +223,12 @@ class _Run:
         self.epoch_sums, self.pending = record.get("epoch_sums", {}), record.get("pending", {})
         it = data.train_iterator(self.train_src, cfg.data.train_pp, global_batch=cfg.batch_size, seed=cfg.seed,
                                  start_step=start, sampler=cfg.data.sampler, **self.data_kwargs())
+        batches = self.dp.prefetch(it, cfg.data.device_prefetch)
         window, result = [], {"final": None, "best": record.get("best")}
         done = start  # the step `state` is at
         try:
             for step in range(start, self.total):
-                state, m = self.dp.train(state, self.dp.put_batch(next(it)))
+                state, m = self.dp.train(state, next(batches))
                 window.append(m)
                 done = step + 1
                 if step == start:
@@ -341,8 +342,8 @@ class _Run:
         # Host copies only where the task aggregates on the host with the network (video networks).
         host = self.dp.get_state(variables) if self.spec.video is not None else None
         ctx = driver.context(self.model, self.spec, host, self.eval_src)
-        return driver.run(lambda b: self.dp.evaluate(variables, b), (self.dp.put_batch(b) for b in iterator),
-                          self.task, ctx)
+        batches = self.dp.prefetch(iterator, self.config.data.device_prefetch)
+        return driver.run(lambda b: self.dp.evaluate(variables, b), batches, self.task, ctx)
 
     def save_best(self, state: Any, best: dict, result: dict) -> None:
         """The best model so far as a model directory: `fer_jax.load_pretrained(workdir/best)`,

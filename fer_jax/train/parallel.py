@@ -13,8 +13,9 @@ options (`fer_jax.xla`).
 
 from __future__ import annotations
 
+import collections
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import jax
@@ -62,6 +63,7 @@ class DataParallel:
                 self._train = jax.pmap(functools.partial(train_step, axis_name=AXIS), axis_name=AXIS,
                                        donate_argnums=0)
             self._eval = jax.pmap(functools.partial(eval_step, axis_name=AXIS), axis_name=AXIS)
+            self._local = NamedSharding(Mesh(np.array(jax.local_devices()), (AXIS,)), P(AXIS))
 
     @property
     def axis_name(self) -> str | None:
@@ -82,11 +84,29 @@ class DataParallel:
         return jax.device_get(state)
 
     def put_batch(self, local: dict) -> Any:
-        """This process's slice of a global batch -> the step's input layout."""
+        """This process's slice of a global batch -> the step's input layout, on the devices (the copies are
+        asynchronous: this returns before they finish)."""
         if self.mode == "jit":
             return {k: jax.make_array_from_process_local_data(self._data, np.asarray(v)) for k, v in local.items()}
         n = jax.local_device_count()
-        return {k: np.asarray(v).reshape(n, -1, *np.shape(v)[1:]) for k, v in local.items()}
+        return {k: jax.device_put(np.asarray(v).reshape(n, -1, *np.shape(v)[1:]), self._local)
+                for k, v in local.items()}
+
+    def prefetch(self, batches: Iterable[dict], size: int) -> Iterator[Any]:
+        """`put_batch` of each local batch, issued `size` batches ahead of the one handed out.
+
+        The host reads and copies batch k + size while the devices run step k, so after a host
+        synchronisation (a logged metric, a checkpoint) the next steps' inputs are already on the devices.
+        `size` 0 places each batch when it is asked for. Reading ahead does not change which batches a run
+        trains on: a resumed run rebuilds its iterator from the step it resumes at.
+        """
+        queue: collections.deque = collections.deque()
+        for local in batches:
+            queue.append(self.put_batch(local))
+            if len(queue) > size:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
 
     def train(self, state: Any, batch: Any) -> tuple[Any, dict]:
         state, metrics = self._train(state, batch)

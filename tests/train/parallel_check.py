@@ -75,9 +75,10 @@ def run(mode: str | None, tx, host_state, batches):
                                                                    task=task), BATCH)
     state, losses = dp.put_state(host_state), []
     rows = BATCH // jax.process_count()
-    for b in batches:  # this process's rows of the global batch
-        local = {k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in b.items()}
-        state, m = dp.train(state, dp.put_batch(local))
+    local = ({k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in b.items()}
+             for b in batches)  # this process's rows of each global batch
+    for placed in dp.prefetch(local, 1):  # placed on the devices a step ahead, as the training loop does
+        state, m = dp.train(state, placed)
         losses.append(float(m["loss"]))
     return dp.get_state(state), losses
 
@@ -109,7 +110,7 @@ def video_eval(mode: str | None) -> dict:
     rows = VIDEO_BATCH // jax.process_count()
     local = [{k: v[jax.process_index() * rows:(jax.process_index() + 1) * rows] for k, v in b.items()}
              for b in batches]
-    return driver.run(lambda b: dp.evaluate(placed, b), (dp.put_batch(b) for b in local), task, ctx)
+    return driver.run(lambda b: dp.evaluate(placed, b), dp.prefetch(local, 2), task, ctx)
 
 
 def reference(tx, batches) -> dict:

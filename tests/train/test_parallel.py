@@ -67,3 +67,31 @@ def test_two_processes_of_two_devices_equal_one_device(reference):
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     check(json.loads(outs[0][0].strip().splitlines()[-1]))
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_prefetch_places_batches_ahead_in_order(mode):
+    """The training loop's device prefetch: `size` batches are read and placed ahead of the one handed out, and
+    every batch arrives once, in order, on the devices."""
+    import jax
+    import numpy as np
+
+    from fer_jax.train import parallel
+
+    dp = parallel.DataParallel(mode, None, lambda variables, batch, axis_name: batch, 2)
+    for size in (0, 2):
+        read = []
+
+        def source():
+            for i in range(5):
+                read.append(i)
+                yield {"image": np.full((2, 3), i, np.float32), "label": np.array([i, -i])}
+
+        batches = dp.prefetch(source(), size)
+        first = next(batches)
+        assert read == list(range(size + 1))  # the next `size` batches are on their way while this one is used
+        got = [first, *batches]
+        assert read == list(range(5))
+        assert all(isinstance(b["image"], jax.Array) and b["image"].is_fully_addressable for b in got)
+        assert [np.asarray(b["image"]).reshape(2, 3)[0, 0] for b in got] == [0, 1, 2, 3, 4]
+        assert [np.asarray(b["label"]).ravel().tolist() for b in got] == [[i, -i] for i in range(5)]

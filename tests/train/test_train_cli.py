@@ -47,6 +47,7 @@ def test_unknown_config_key_and_missing_dataset_are_one_line(tmp_path):
     ("parallel", "pmapp", "parallel='pmapp': use one of jit, pmap"),
     ("optimizer.name", "lamb", "unknown optimizer.name 'lamb'"),
     ("best_metric", "top5", "best_metric='top5' is not an evaluation metric"),
+    ("data.device_prefetch", -1, "data.device_prefetch=-1 must be a non-negative integer"),
 ])
 def test_bad_values_are_config_errors(synthetic, tmp_path, key, value, message):
     c = load_recipe("dan_rafdb", "smoke")
