@@ -103,7 +103,8 @@ class DAN(nn.Module):
 
     Returns `(out, feat, heads)` like upstream's forward: logits after BatchNorm1d [B, num_class], the
     ResNet18 layer4 map [B, 7, 7, 512] (NHWC), and the head vectors [B, num_head, 512] after the
-    log-softmax over the head axis (skipped when num_head == 1).
+    log-softmax over the head axis (skipped when num_head == 1); `out` and `heads` in at least float32 whatever
+    `dtype` is (see the tail).
     """
 
     num_class: int = 7
@@ -119,13 +120,17 @@ class DAN(nn.Module):
             CrossAttentionHead(self.axis_name, self.dtype, name=f"cat_head{i}")(feat, train=train)
             for i in range(self.num_head)
         ], axis=1)
+        # The tail (log-softmax, head sum, fc, BatchNorm1d: 7 x 512 weights) computes in at least float32. The
+        # log-softmax across heads puts every value near log(1 / num_head) and their sum near -5.5, where
+        # bfloat16's spacing (2^-7, then 2^-5) is coarser than what tells the heads apart: with a bfloat16 tail,
+        # bfloat16 training of the 72-px quickstart stayed at chance where float32 reached 0.59.
+        heads = heads.astype(jnp.promote_types(heads.dtype, jnp.float32))
         if self.num_head > 1:
             # upstream quirk: log_softmax across the *head* axis, then a sum over heads (kept: the
             # partition loss is defined on these values and the released weights were trained with it).
             heads = jax.nn.log_softmax(heads, axis=1)
         self.sow("intermediates", "heads", heads)
         init = torch_linear_init(512)
-        out = nn.Dense(self.num_class, kernel_init=init, bias_init=init, dtype=self.dtype,
-                       name="fc")(jnp.sum(heads, axis=1))
-        out = BatchNorm(axis_name=self.axis_name, dtype=self.dtype, name="bn")(out, train=train)
+        out = nn.Dense(self.num_class, kernel_init=init, bias_init=init, name="fc")(jnp.sum(heads, axis=1))
+        out = BatchNorm(axis_name=self.axis_name, name="bn")(out, train=train)
         return out, feat, heads
