@@ -75,6 +75,9 @@ _PEAK = flags.DEFINE_float("peak_tflops", None, "the device's peak in TFLOP/s (d
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "also time torch.compile'd torch steps")
 _ONE_THREAD = flags.DEFINE_bool("torch_one_thread", True, "also time torch with 1 thread")
 _OUT = flags.DEFINE_string("out", None, "write benchmark.md and benchmark.json into this directory")
+_DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
+                           "computation dtype of both sides (default: the recipe's); bfloat16 runs torch under "
+                           "autocast, parameters stay float32 on both")
 
 
 # --- machine --------------------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ def jax_cases(config: Any, num_classes: int, example: dict) -> tuple[dict[str, C
                                       compute_dtype=loop.compute_dtype(config)), "train", donate_argnums=0)
     forward = xla.jit(lambda v, inputs: spec.predict(spec.named(module.apply(v, *inputs, train=False))), "eval")
     variables = state_lib.model_variables(state)
-    inputs = spec.batch_inputs(batch)
+    inputs = spec.batch_inputs(batch, loop.compute_dtype(config))
     compiled = {}
     for name, fn, args in (("train", train, (state, batch)), ("eval", forward, (variables, inputs))):
         start = time.perf_counter()
@@ -285,9 +288,15 @@ def torch_cases(config: Any, example: dict, compile_: bool = False) -> dict[str,
            for k, v in task.init_aux(jax.random.key(0)).items()}
     opt = training.optimizer(config.optimizer, [*model.parameters(), *aux.values()])
     net = torch.compile(model) if compile_ else model
+    # fer-jax's bfloat16 policy in torch's terms: float32 parameters, bfloat16 compute, float32 losses
+    autocast = functools.partial(torch.autocast, "cpu", torch.bfloat16,
+                                 enabled=config.compute_dtype == "bfloat16")
 
     def objective() -> torch.Tensor:
-        named = spec.named(net(*inputs))
+        with autocast():
+            named = spec.named(net(*inputs))
+        named = {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v
+                 for k, v in named.items()}
         return training.loss(task, named, spec.predict(named), batch, aux)
 
     def train_once():
@@ -304,7 +313,7 @@ def torch_cases(config: Any, example: dict, compile_: bool = False) -> dict[str,
 
     def eval_once():
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             net(*inputs)
 
     return {"train": train_once, "eval": eval_once}
@@ -364,7 +373,7 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
-         "task": config.task.name, "seconds": median, **info,
+         "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median, **info,
          "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
          "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
     for kind in ("train", "eval"):
@@ -388,7 +397,8 @@ def markdown(rows: list[dict], machine: dict) -> str:
     """Two tables: speed against torch, then compute, memory and the input pipeline."""
     mb = 2 ** 20
     lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
-             f"({machine['torch_threads']} threads); medians of {machine['reps']} interleaved repetitions; ratio = "
+             f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
+             f"{machine['reps']} interleaved repetitions; ratio = "
              "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread.", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
              "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
@@ -439,11 +449,13 @@ def main(argv: list[str]) -> None:
     machine = {"device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))",
                "peak": f"device peak of {peak / 1e9:.0f} GFLOP/s ({peak_how})", "peak_flops_per_s": peak,
                "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-               "reps": _REPS.value, "batch": _BATCH.value}
+               "reps": _REPS.value, "batch": _BATCH.value, "compute_dtype": _DTYPE.value or "the recipes'"}
     rows = []
     for label, recipe, overrides in runs:
         config = load_recipe(recipe)
         config.model.update(overrides)
+        if _DTYPE.value:
+            config.compute_dtype = _DTYPE.value
         print(f"{label}: {config.model.name} ...", flush=True)
         rows.append(run_one(os.path.basename(recipe), config, _BATCH.value, _REPS.value, workers, peak))
         r = rows[-1]

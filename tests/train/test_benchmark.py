@@ -78,12 +78,14 @@ def test_a_small_run_writes_the_report(tmp_path):
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--networks", "resnet18",
                         "--variant", "smoke", "--batch", "2", "--reps", "1", "--workers", "0",
-                        "--torch_one_thread=false", "--out", str(out)], capture_output=True, text=True, timeout=600)
+                        "--torch_one_thread=false", "--compute_dtype", "bfloat16", "--out", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "benchmark.json").read_text())
     (row,) = report["rows"]
     s = row["seconds"]
     assert row["network"] == "resnet18" and row["batch"] == 2 and row["image_size"] == 32
+    assert row["compute_dtype"] == report["machine"]["compute_dtype"] == "bfloat16"  # both sides (torch: autocast)
     assert row["train_ratio"] == pytest.approx(s["torch_train"] / s["jax_train"])
     assert row["eval_ratio"] == pytest.approx(s["torch_eval"] / s["jax_eval"])
     assert row["train_flops"] > 2 * row["eval_flops"] > 0  # backward included
