@@ -127,3 +127,20 @@ def test_bfloat16_convolution_paths_sum_in_float32(case):
     grads = jax.grad(lambda x, w: jnp.sum(layers.conv_general_dilated(
         x, w, *args, dimension_numbers=dn, feature_group_count=groups).astype(jnp.float32) ** 2), (0, 1))(xb, wb)
     assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
+
+
+def test_attention_softmax_in_bfloat16_rounds_once():
+    """FAER's and MFTN-FER's token softmax (`layers.softmax`): under bfloat16 each weight is within half a
+    bfloat16 ulp (2^-8 relative, plus float32 error) of the exact softmax of its bfloat16 logits; jax.nn.softmax
+    in bfloat16 misses that by up to 7 % (3136 tokens). float32 is jax.nn.softmax itself."""
+    from fer_jax.models import layers
+
+    x = np.random.default_rng(4).normal(0, 2, (2, 3136, 8)).astype(np.float32)
+    np.testing.assert_array_equal(layers.softmax(jnp.asarray(x), axis=1), jax.nn.softmax(jnp.asarray(x), axis=1))
+    xb = jnp.asarray(x, jnp.bfloat16)
+    ours = layers.softmax(xb, axis=1)
+    assert ours.dtype == jnp.bfloat16
+    z = np.asarray(xb, np.float64)
+    exact = np.exp(z - z.max(axis=1, keepdims=True))
+    exact /= exact.sum(axis=1, keepdims=True)
+    assert np.all(np.abs(np.asarray(ours, np.float64) - exact) <= (2.0 ** -8 + 1e-6) * exact)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, variant_config, weight_init
-from fer_jax.models.layers import Conv
+from fer_jax.models.layers import Conv, softmax
 
 CC_LN_EPS = 1e-5  # CC attention's nn.LayerNorm(dim) keeps torch's default epsilon (ConvNeXt's are 1e-6)
 
@@ -69,7 +69,7 @@ class CCAttention(nn.Module):
         query = nn.LayerNorm(epsilon=CC_LN_EPS, use_fast_variance=False, dtype=self.dtype, name="norm")(
             nn.gelu(query, approximate=False))
         tokens = (b, h * w, c)  # row-major (h, w) order, as torch's reshape of the NHWC permute
-        attn = jax.nn.softmax((query + key).reshape(tokens), axis=1) * value.reshape(tokens)
+        attn = softmax((query + key).reshape(tokens), axis=1) * value.reshape(tokens)
         return attn.reshape(b, h, w, c) + x
 
 

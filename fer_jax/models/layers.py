@@ -86,6 +86,16 @@ class BatchNorm(nn.Module):
         return mean, var, count
 
 
+def softmax(x: jax.Array, axis: int) -> jax.Array:
+    """`jax.nn.softmax` in at least float32, rounded once to `x`'s dtype (float32 and float64 unchanged).
+
+    bfloat16's own exponentials and sum miss the exact softmax of bfloat16 inputs by up to 4 % (49 tokens) and
+    7 % (3136 tokens) of a weight, against 0.4 % (half a bfloat16 ulp) computed in float32 and rounded once
+    (measured over N(0, 2) logits).
+    """
+    return jax.nn.softmax(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=axis).astype(x.dtype)
+
+
 def torch_linear_init(fan_in: int):
     """torch.nn.Linear / Conv default init for weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
-from fer_jax.models.layers import Conv, torch_linear_init
+from fer_jax.models.layers import Conv, softmax, torch_linear_init
 
 MSTN_DEPTHS = (3, 2, 1)  # blocks over the stage-2, -3 and -4 tokens
 FUSE_DIM = 512
@@ -78,7 +78,7 @@ class SePeAttention(nn.Module):
         kv = _dense(2 * d, d, use_bias=False, dtype=self.dtype, name="kv")(y)
         k, v = kv[..., :d], kv[..., d:]
         q = Query(d, max(d // 16, 32), self.dtype, name="query")(y)
-        a = jax.nn.softmax(q * k, axis=1)
+        a = softmax(q * k, axis=1)
         return _dense(d, d, dtype=self.dtype, name="proj")(a * v + pos.reshape(b, n, d))
 
 
