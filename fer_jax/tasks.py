@@ -30,13 +30,9 @@ from fer_jax import losses
 from fer_jax.errors import ConfigError, DatasetError
 from fer_jax.evaluate import metrics as metrics_lib
 from fer_jax.models.contract import ModelSpec
+from fer_jax.models.layers import at_least_float32  # losses run in at least float32 under bfloat16
 
 Array = jax.Array
-
-
-def at_least_float32(x: Array) -> Array:
-    """Losses run in float32 when the model computes in bfloat16 (and stay float64 under x64)."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 @dataclasses.dataclass(frozen=True)

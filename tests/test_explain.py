@@ -75,18 +75,22 @@ def setup(tmp: str):
 
 
 def run_both(tmp, dtype, layer: str, target: int | None):
-    tmodel, v32, v64, x = setup(str(tmp))
+    _, v32, v64, x = setup(str(tmp))
     predictor = predict.Predictor(f"{tmp}/dan")
     if dtype == np.float64:
         predictor.variables = v64
     else:  # the converted directory's own weights
         jax.tree.map(np.testing.assert_array_equal, jax.device_get(predictor.variables), v32)
     e = explain.Explainer(predictor, layer).images(x.astype(dtype), target)
-    tdtype = torch.float64 if dtype == np.float64 else torch.float32
-    tm = parity.torch_copy(tmodel, tdtype)
-    tlayer = tm.features[int(layer.split(".")[1])]
+    return e, torch_side(tmp, torch.float64 if dtype == np.float64 else torch.float32, layer, target)
+
+
+def torch_side(tmp, tdtype, layer: str, target: int | None, memory_format=torch.contiguous_format):
+    """`torch_cams` of the setup's reference in `tdtype`, its tensors in `memory_format` (other kernels)."""
+    tmodel, _, _, x = setup(str(tmp))
+    tm = parity.torch_copy(tmodel, tdtype).to(memory_format=memory_format)
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(tdtype)
-    return e, torch_cams(tm, tlayer, xt, target)
+    return torch_cams(tm, tm.features[int(layer.split(".")[1])], xt.contiguous(memory_format=memory_format), target)
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +126,7 @@ def test_grad_cam_float32_within_torch_error(area):
     with jax.enable_x64(True):
         _, (cam64, pp64, *_rest) = run_both(area, np.float64, "features.7", None)
     e, (cam32, pp32, *_rest) = run_both(area, np.float32, "features.7", None)
-    tmodel, _, _, x = setup(str(area))
-    tm = parity.torch_copy(tmodel, torch.float32).to(memory_format=torch.channels_last)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).float()
-    cam_cl, pp_cl, *_rest = torch_cams(tm, tm.features[7], xt.contiguous(memory_format=torch.channels_last), None)
+    cam_cl, pp_cl, *_rest = torch_side(area, torch.float32, "features.7", None, torch.channels_last)
     for name, ours, t32, t32_cl, t64 in (
             ("gradcam", explain.grad_cam(e.activations, e.gradients), cam32, cam_cl, cam64),
             ("gradcam++", explain.grad_cam_pp(e.activations, e.gradients), pp32, pp_cl, pp64)):

@@ -28,9 +28,9 @@ import numpy as np
 from flax import linen as nn
 
 from fer_jax import pretrained, xla
-from fer_jax.tasks import at_least_float32
 from fer_jax.errors import ConfigError
 from fer_jax.evaluate.predict import Predictor
+from fer_jax.models.layers import at_least_float32
 
 METHODS = ("gradcam", "gradcam++")
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Conv, at_least_float32, kaiming_normal_fan_out, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResNet, child_name
 
 # DAN keeps torchvision's ResNet18 children up to layer4 in `features = Sequential(...)`, so the
@@ -124,7 +124,7 @@ class DAN(nn.Module):
         # log-softmax across heads puts every value near log(1 / num_head) and their sum near -5.5, where
         # bfloat16's spacing (2^-7, then 2^-5) is coarser than what tells the heads apart: with a bfloat16 tail,
         # bfloat16 training of the 72-px quickstart stayed at chance where float32 reached 0.59.
-        heads = heads.astype(jnp.promote_types(heads.dtype, jnp.float32))
+        heads = at_least_float32(heads)
         if self.num_head > 1:
             # upstream quirk: log_softmax across the *head* axis, then a sum over heads (kept: the
             # partition loss is defined on these values and the released weights were trained with it).

@@ -86,6 +86,11 @@ class BatchNorm(nn.Module):
         return mean, var, count
 
 
+def at_least_float32(x: jax.Array) -> jax.Array:
+    """`x` in float32 if it is narrower (bfloat16 compute), else unchanged (float32: no operation; float64 stays)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def softmax(x: jax.Array, axis: int) -> jax.Array:
     """`jax.nn.softmax` in at least float32, rounded once to `x`'s dtype (float32 and float64 unchanged).
 
@@ -93,7 +98,7 @@ def softmax(x: jax.Array, axis: int) -> jax.Array:
     7 % (3136 tokens) of a weight, against 0.4 % (half a bfloat16 ulp) computed in float32 and rounded once
     (measured over N(0, 2) logits).
     """
-    return jax.nn.softmax(x.astype(jnp.promote_types(x.dtype, jnp.float32)), axis=axis).astype(x.dtype)
+    return jax.nn.softmax(at_least_float32(x), axis=axis).astype(x.dtype)
 
 
 def torch_linear_init(fan_in: int):
@@ -198,9 +203,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
         (sh, sw), ((pt, pb), (pl, pr)) = window_strides, padding
         depthwise = feature_group_count == lhs.shape[-1] == rhs.shape[-1] and rhs.shape[2] == 1
         # bfloat16 / float16 inputs are summed in float32 and rounded once, as XLA's own convolution does;
-        # float32 and float64 take the paths unchanged (no casts, the same HLO).
-        low = jnp.finfo(lhs.dtype).bits < 32
-        wide = (lambda a: a.astype(jnp.float32)) if low else (lambda a: a)
+        # float32 and float64 take the paths unchanged (the casts are no operations there: the same HLO).
+        wide = at_least_float32
         if depthwise and (sh, sw) == (1, 1) and max(pt, pb) < kh and max(pl, pr) < kw:
             return depthwise_conv(wide(lhs), wide(rhs[:, :, 0, :]), padding).astype(lhs.dtype)
         oh, ow = (lhs.shape[1] + pt + pb - kh) // sh + 1, (lhs.shape[2] + pl + pr - kw) // sw + 1
