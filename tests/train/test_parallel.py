@@ -1,7 +1,8 @@
 """Data parallelism: 4 simulated devices == 1 device on the same global batch, for pmap and jit: DAN training
-steps with the recipe's SGD and with SAM(Adam) (its perturbation from the global gradient's norm), and
-Emotion-FAN's video-level evaluation (values gathered from every device). The
-single-device results are computed once per module (`reference`) and read by every parallel run."""
+steps with SAM(Adam) (its perturbation from the global gradient's norm) in one process of 4 devices and with
+the recipe's SGD in 2 processes of 2 devices, and Emotion-FAN's video-level evaluation (values gathered from
+every device) in both. The single-device results are computed once per module (`reference`) and read by every
+parallel run."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import pytest
 HERE = pathlib.Path(__file__).parent
 
 
-def check(results: dict) -> None:
+def check(results: dict, optimizer: str) -> None:
     assert results["devices"] == 4
+    assert sorted(results) == sorted(["devices", *(f"{name}/{mode}" for name in (optimizer, "video_eval")
+                                                   for mode in ("pmap", "jit"))])
     for key, diffs in results.items():
         if key == "devices":
             continue
@@ -53,7 +56,7 @@ def test_four_devices_equal_one_device(reference):
     r = subprocess.run([sys.executable, str(HERE / "parallel_check.py"), reference], env=env(4),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    check(json.loads(r.stdout.strip().splitlines()[-1]))
+    check(json.loads(r.stdout.strip().splitlines()[-1]), "sam")
 
 
 @pytest.mark.slow
@@ -66,7 +69,7 @@ def test_two_processes_of_two_devices_equal_one_device(reference):
     outs = [p.communicate(timeout=900) for p in procs]
     for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
-    check(json.loads(outs[0][0].strip().splitlines()[-1]))
+    check(json.loads(outs[0][0].strip().splitlines()[-1]), "recipe")
 
 
 @pytest.mark.parametrize("mode", ["jit", "pmap"])
