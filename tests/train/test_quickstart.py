@@ -12,8 +12,10 @@ from fer_jax.data import make_synthetic
 from fer_jax.train.loop import train_and_evaluate
 
 
-# best test accuracy measured here after 5 epochs at 64 px (about 112 s each alone), by compute dtype
-MEASURED = {"float32": 0.700, "bfloat16": 0.810}
+# best test accuracy measured here after 5 epochs at 64 px (about 110 s each alone), by compute dtype; an earlier
+# set of wheels (Pillow draws the synthetic faces) gave 0.700 and 0.810 on the same code. With DAN's channel
+# attention in bfloat16 (before it computed in float32), bfloat16 stayed at chance here: 0.167.
+MEASURED = {"float32": 0.543, "bfloat16": 0.552}
 
 
 @pytest.mark.slow
@@ -21,7 +23,7 @@ MEASURED = {"float32": 0.700, "bfloat16": 0.810}
 def test_dan_learns_synthetic_rafdb(tmp_path, dtype):
     """The README quickstart made smaller, in float32 and in the bfloat16 compute path (float32 parameters),
     which must learn as float32 does: with DAN's attention tail in bfloat16 it stayed at chance (0.15 at 72 px,
-    where float32 reached 0.59)."""
+    where float32 reached 0.59), and so it did with the heads' channel attention in bfloat16 (MEASURED)."""
     root = make_synthetic("rafdb", str(tmp_path / "rafdb"), num_train=1600, num_test=210, seed=7)
     c = load_recipe("dan_rafdb", "quick")
     spec = importlib.util.spec_from_file_location("r", ROOT / "configs" / "dan_rafdb.py")
