@@ -3,32 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 # Tests run on the CPU; simulated multi-device tests set their own XLA_FLAGS in a subprocess.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
-# XLA's persistent compilation cache, shared by the whole run: both xdist workers and every subprocess
-# (train.py, the multi-device checks) inherit these variables, so a program that another test, worker or
-# process already compiled (the same HLO, compile options and devices) is loaded instead of compiled again.
-# A cached executable is the compiled program itself: results are bit-identical. The size bound is what
-# turns on jax's file lock, so that two workers never read an entry the other is still writing.
-CACHE_VARIABLES = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-                   "JAX_COMPILATION_CACHE_MAX_SIZE": str(16 << 30)}
-
-
-def pytest_configure(config):
-    if hasattr(config, "workerinput") or "JAX_COMPILATION_CACHE_DIR" in os.environ:
-        return  # an xdist worker (it inherited the controller's variables), or a cache chosen by the caller
-    config.fer_jax_cache = tempfile.mkdtemp(prefix="fer_jax_xla_cache_")
-    os.environ.update(JAX_COMPILATION_CACHE_DIR=config.fer_jax_cache, **CACHE_VARIABLES)
-
-
-def pytest_unconfigure(config):
-    cache = getattr(config, "fer_jax_cache", None)
-    if cache:
-        shutil.rmtree(cache, ignore_errors=True)
 
 # The order in which the two xdist workers take the test files. `--dist loadfile` hands a worker whole files
 # in collection order (`--no-loadscope-reorder` keeps that order instead of xdist's most-tests-first one,
