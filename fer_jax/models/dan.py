@@ -90,8 +90,7 @@ class ChannelAttention(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         pooled = jnp.mean(at_least_float32(x), axis=(1, 2))
-        dtype = None if self.dtype is None else jnp.promote_types(self.dtype, jnp.float32)
-        return pooled * ChannelGate(self.axis_name, dtype, name="attention")(pooled, train=train)
+        return pooled * ChannelGate(self.axis_name, pooled.dtype, name="attention")(pooled, train=train)
 
 
 class CrossAttentionHead(nn.Module):
