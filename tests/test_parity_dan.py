@@ -29,7 +29,10 @@ HP = {"num_class": 7, "num_head": 4}
 
 
 def setup(dtype, size=SIZE, hp=HP, seed=0):
-    tmodel = torch_helpers.randomize(reference.DAN(**hp), seed=seed, image_size=size)
+    with torch.random.fork_rng():  # the reference's own init, whose scale `randomize` keeps: the same weights
+        torch.manual_seed(seed)  # every run (unseeded, a rare draw took the SGD-steps test to 1.6e-10)
+        tmodel = reference.DAN(**hp)
+    tmodel = torch_helpers.randomize(tmodel, seed=seed, image_size=size)
     tmodel = parity.torch_copy(tmodel, torch.float64 if dtype == np.float64 else torch.float32)
     module, variables, kinds = parity.convert(tmodel, "dan", hp, size, dtype)
     x = np.random.default_rng(seed + 1).standard_normal((B, 3, size, size)).astype(dtype)
