@@ -101,6 +101,28 @@ def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
             np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
 
 
+@pytest.mark.parametrize("shape, kernel, padding", [((2, 9, 10, 6), 7, ((3, 3), (3, 3))),
+                                                   ((3, 4, 5, 4), 3, ((2, 0), (0, 1)))])
+def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):
+    """The depthwise taps' gradient: the grouped-convolution form that float32 takes equals the per-tap reductions
+    that float64 takes (the test above) up to summation order, both computed in float64; float32 takes it."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape)
+    xp = np.pad(x, ((0, 0), *padding, (0, 0)))
+    g = rng.standard_normal((shape[0], xp.shape[1] - kernel + 1, xp.shape[2] - kernel + 1, shape[3]))
+    with jax.enable_x64(True):
+        conv, reductions = layers._taps_grad_convolution(xp, g), layers._taps_grad_reductions(xp, g)
+        assert conv.shape == reductions.shape == (kernel, kernel, shape[3])
+        np.testing.assert_allclose(conv, reductions, rtol=0, atol=1e-12 * float(np.max(np.abs(reductions))))
+    w = rng.standard_normal((kernel, kernel, 1, shape[3])).astype(np.float32)
+    dn = jax.lax.conv_dimension_numbers(shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+    grad = jax.grad(lambda w, x: jnp.sum(layers.conv_general_dilated(
+        x, w, (1, 1), padding, dimension_numbers=dn, feature_group_count=shape[3]) ** 2))
+    assert "conv_general_dilated" in str(jax.make_jaxpr(grad)(w, x.astype(np.float32)))  # float32's form
+
+
 @pytest.mark.parametrize("case", ["depthwise", "patch"])
 def test_bfloat16_convolution_paths_sum_in_float32(case):
     """Under `compute_dtype=bfloat16` both paths round once: each output is within half a bfloat16 ulp (2^-8 of

@@ -14,7 +14,7 @@ CPU backend (measured in `conv_general_dilated`'s docstring):
   (`patch_conv`);
 - depthwise convolutions (ConvNeXt's 7x7, MFTN-FER's positional 3x3) run 20-80x slower than torch's; a sum
   of shifted copies of the input times the kernel's taps, with its own gradient (`depthwise_conv`), is
-  ~10x faster forward and ~3-5x with the backward pass.
+  ~30x faster forward and ~4-10x with the backward pass.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], 
 def depthwise_conv(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
     """A stride-1 depthwise convolution (NHWC input, taps [kh, kw, C], explicit padding) as a sum of shifted
     copies; its input gradient is the same sum over the output gradient with the flipped taps, and its taps'
-    gradient the C-wise dot products of each shifted input with the output gradient."""
+    gradient the correlation of the input with the output gradient, channel by channel (`_taps_grad`)."""
     return _shifted_sum(x, taps, padding)
 
 
@@ -169,12 +169,38 @@ def _depthwise_bwd(padding, residuals, g):
     kh, kw = taps.shape[:2]
     (pt, pb), (pl, pr) = padding
     dx = _shifted_sum(g, taps[::-1, ::-1], ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr)))
-    xp = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+    return dx, _taps_grad(jnp.pad(x, ((0, 0), *padding, (0, 0))), g).astype(taps.dtype)
+
+
+def _taps_grad(xp: jax.Array, g: jax.Array) -> jax.Array:
+    """dtaps[i, j, c] = sum_nhw xp[n, h + i, w + j, c] g[n, h, w, c]: the depthwise taps' gradient from the
+    padded input `xp` and the output gradient `g`.
+
+    In float32 it is one grouped convolution: the input with (channel, sample) as its features, C groups of
+    B features, correlated with the output gradient as a [H', W', B, C] kernel, which sums over the samples
+    within each group. XLA's CPU backend runs that 3x faster than per-tap reductions (8 x 56x56 x 128: 183 ->
+    64 ms; 8 x 14x14 x 512: 46 -> 17 ms). In float64 it runs 4-20x slower than the reductions, so float64
+    keeps them (the same sum up to summation order; tests/test_xla.py compares both in float64).
+    """
+    return (_taps_grad_reductions if xp.dtype == jnp.float64 else _taps_grad_convolution)(xp, g)
+
+
+def _taps_grad_convolution(xp: jax.Array, g: jax.Array) -> jax.Array:
+    """`_taps_grad` as one grouped convolution."""
     b, oh, ow, c = g.shape
+    lhs = jnp.transpose(xp, (1, 2, 3, 0)).reshape(1, xp.shape[1], xp.shape[2], c * b)
+    out = lax.conv_general_dilated(lhs, jnp.transpose(g, (1, 2, 0, 3)), (1, 1), "VALID",
+                                   dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+    return out[0]
+
+
+def _taps_grad_reductions(xp: jax.Array, g: jax.Array) -> jax.Array:
+    """`_taps_grad` as kh x kw channel-wise dot products of each shifted input with the output gradient."""
+    b, oh, ow, c = g.shape
+    kh, kw = xp.shape[1] - oh + 1, xp.shape[2] - ow + 1
     gm = g.reshape(b * oh * ow, c)
-    dtaps = jnp.stack([jnp.stack([jnp.einsum("nc,nc->c", xp[:, i:i + oh, j:j + ow, :].reshape(-1, c), gm)
-                                  for j in range(kw)]) for i in range(kh)])
-    return dx, dtaps.astype(taps.dtype)
+    return jnp.stack([jnp.stack([jnp.einsum("nc,nc->c", xp[:, i:i + oh, j:j + ow, :].reshape(-1, c), gm)
+                                 for j in range(kw)]) for i in range(kh)])
 
 
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
@@ -189,8 +215,11 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
     | case | XLA forward / with backward | here forward / with backward | torch eager |
     |---|---|---|---|
     | 3x3 over 2x2, 16 x 512 -> 512 (`patch_conv`) | 131 / 273 | 3.3 / 5.6 | |
-    | depthwise 7x7, 8 x 56x56 x 128 (`depthwise_conv`) | 238 / 705 | 15 / 260 | 3.2 / 71 |
-    | depthwise 7x7, 8 x 14x14 x 512 | 83 / 394 | 6.0 / 84 | 0.6 / 18 |
+    | depthwise 7x7, 8 x 56x56 x 128 (`depthwise_conv`) | 280 / 425 | 7.1 / 96 | 3.3 / 103 |
+    | depthwise 7x7, 8 x 14x14 x 512 | 93 / 271 | 3.0 / 25 | 0.9 / 21 |
+
+    (The depthwise rows were measured again when the taps' gradient became a grouped convolution, 2026-12-05;
+    before it, "here with backward" was 260 and 84 ms.)
 
     From 4x4 outputs on, XLA's own dense convolution is as fast as or faster than patches x kernel.
     """
