@@ -29,7 +29,10 @@ Results change by summation order only (float64 ~1e-16 relative); float32 stays 
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
+import re
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -40,7 +43,10 @@ CPU_OPTIONS = {
     "train": {FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
     "eval": {FLAG: ""},
 }
+# XLA's own default for FLAG (jax 0.10.2): convolutions, dots and reductions go to YNNPACK.
+XLA_DEFAULT = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 Kind = Literal["train", "eval"]
+_TRACING: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("fer_jax_xla_options", default=None)
 
 
 def options(kind: Kind) -> dict[str, str]:
@@ -55,5 +61,34 @@ def options(kind: Kind) -> dict[str, str]:
 
 
 def jit(fun: Callable, kind: Kind, **kwargs: Any) -> Callable:
-    """`jax.jit(fun, **kwargs)` compiled with the options for `kind`."""
-    return jax.jit(fun, compiler_options=options(kind), **kwargs)
+    """`jax.jit(fun, **kwargs)` compiled with the options for `kind`; while it is traced,
+    `library_convolutions` answers for those options."""
+    opts = options(kind)
+
+    @functools.wraps(fun)
+    def traced(*args: Any, **kw: Any) -> Any:
+        token = _TRACING.set(opts)
+        try:
+            return fun(*args, **kw)
+        finally:
+            _TRACING.reset(token)
+
+    return jax.jit(traced, compiler_options=opts, **kwargs)
+
+
+def library_convolutions() -> bool:
+    """Whether XLA's CPU backend hands the convolutions of the function now being traced to YNNPACK.
+
+    False inside a function compiled by `jit` with options that leave them out (fer-jax's CPU options for
+    both kinds); otherwise what the process's `XLA_FLAGS` say, else XLA's default (True). Model code asks it
+    where a formulation is fast on one convolution library and slow on the other: the depthwise taps'
+    gradient as a grouped convolution is 3x faster than per-tap reductions without YNNPACK and ~4x slower
+    with it (fer_jax.models.layers). A function traced once and reused elsewhere keeps the form it was traced
+    with; the answer only chooses speed, never results beyond summation order.
+    """
+    opts = _TRACING.get()
+    value = (opts or {}).get(FLAG)
+    if value is None:
+        found = re.findall(rf"--{FLAG}=(\S*)", os.environ.get("XLA_FLAGS", ""))
+        value = found[-1].strip("'\"") if found else XLA_DEFAULT
+    return "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION" in value

@@ -120,7 +120,37 @@ def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):
     dn = jax.lax.conv_dimension_numbers(shape, w.shape, ("NHWC", "HWIO", "NHWC"))
     grad = jax.grad(lambda w, x: jnp.sum(layers.conv_general_dilated(
         x, w, (1, 1), padding, dimension_numbers=dn, feature_group_count=shape[3]) ** 2))
-    assert "conv_general_dilated" in str(jax.make_jaxpr(grad)(w, x.astype(np.float32)))  # float32's form
+    x32 = x.astype(np.float32)
+    assert "convolution" in xla.jit(grad, "train").lower(w, x32).as_text()  # fer-jax's options
+    assert "convolution" not in jax.jit(grad).lower(w, x32).as_text()  # XLA's defaults: YNNPACK convolutions
+
+
+def test_library_convolutions_follows_the_options_in_effect(monkeypatch):
+    """`library_convolutions` answers for the function being traced: fer-jax's options of either kind leave
+    YNNPACK's convolutions out; outside them the process's XLA_FLAGS decide, else XLA's default keeps them."""
+    monkeypatch.delenv("FER_JAX_XLA_OPTIONS", raising=False)
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+    seen = []
+
+    def probe(x):
+        seen.append(xla.library_convolutions())
+        return x
+
+    x = np.zeros(3, np.float32)
+    for kind in ("train", "eval"):
+        xla.jit(probe, kind)(x)
+    probe(x)
+    jax.jit(probe)(x)
+    assert seen == [False, False, True, True]
+    monkeypatch.setenv("XLA_FLAGS", f"--{xla.FLAG}=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+    assert not xla.library_convolutions()
+    monkeypatch.setenv("XLA_FLAGS", f"--{xla.FLAG}=")
+    assert not xla.library_convolutions()
+    monkeypatch.setenv("FER_JAX_XLA_OPTIONS", "0")
+    monkeypatch.setenv("XLA_FLAGS", "")
+    seen.clear()
+    xla.jit(probe, "train")(x + 1)
+    assert seen == [True]
 
 
 @pytest.mark.parametrize("case", ["depthwise", "patch"])

@@ -28,6 +28,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from fer_jax import xla
+
 Dtype = Any
 
 
@@ -179,10 +181,13 @@ def _taps_grad(xp: jax.Array, g: jax.Array) -> jax.Array:
     In float32 it is one grouped convolution: the input with (channel, sample) as its features, C groups of
     B features, correlated with the output gradient as a [H', W', B, C] kernel, which sums over the samples
     within each group. XLA's CPU backend runs that 3x faster than per-tap reductions (8 x 56x56 x 128: 183 ->
-    64 ms; 8 x 14x14 x 512: 46 -> 17 ms). In float64 it runs 4-20x slower than the reductions, so float64
-    keeps them (the same sum up to summation order; tests/test_xla.py compares both in float64).
+    64 ms; 8 x 14x14 x 512: 46 -> 17 ms) unless YNNPACK takes the convolution (XLA's defaults, which
+    `--config.parallel=pmap` keeps): there it runs ~4x slower (756 against 198 ms), so those compilations keep
+    the reductions, and so does float64, where the convolution is 4-20x slower (the same sum up to summation
+    order; tests/test_xla.py compares both forms in float64).
     """
-    return (_taps_grad_reductions if xp.dtype == jnp.float64 else _taps_grad_convolution)(xp, g)
+    reductions = xp.dtype == jnp.float64 or xla.library_convolutions()
+    return (_taps_grad_reductions if reductions else _taps_grad_convolution)(xp, g)
 
 
 def _taps_grad_convolution(xp: jax.Array, g: jax.Array) -> jax.Array:
