@@ -142,7 +142,14 @@ def patch_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], paddin
 
 
 def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
-    """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C]."""
+    """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C].
+
+    A float32 sum ends in `reduce_precision` to float32's own format, which is the identity. It is there
+    because YNNPACK's fusions do not take it: with fer-jax's training options XLA otherwise pulls the 49 adds
+    into the YNNPACK fusion of the LayerNorm's reduction after them, which writes every shifted copy and every
+    broadcast tap to memory first (ConvNeXt block, 8 x 56x56 x 128, forward and backward: 449 -> 345 ms; the
+    whole ConvNeXt-base gradient at batch 8: 7.2 -> 6.7 s). It stays one loop fusion instead.
+    """
     kh, kw = taps.shape[:2]
     x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
     oh, ow = x.shape[1] - kh + 1, x.shape[2] - kw + 1
@@ -151,7 +158,7 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], 
         for j in range(kw):
             term = x[:, i:i + oh, j:j + ow, :] * taps[i, j]
             out = term if out is None else out + term
-    return out
+    return lax.reduce_precision(out, 8, 23) if out.dtype == jnp.float32 else out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
