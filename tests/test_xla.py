@@ -196,3 +196,21 @@ def test_attention_softmax_in_bfloat16_rounds_once():
     exact = np.exp(z - z.max(axis=1, keepdims=True))
     exact /= exact.sum(axis=1, keepdims=True)
     assert np.all(np.abs(np.asarray(ours, np.float64) - exact) <= (2.0 ** -8 + 1e-6) * exact)
+
+
+def test_gelu_is_the_exact_gelu():
+    """`layers.gelu` (torch's erf formula) equals Flax's exact GELU (the erfc formula) in float64 to ~1e-16 of
+    |x|, gradients included, and torch's float64 GELU; it keeps bfloat16 inputs bfloat16."""
+    import torch
+    from flax import linen as nn
+
+    from fer_jax.models import layers
+
+    x = np.concatenate([np.linspace(-12.0, 12.0, 2001), np.random.default_rng(5).standard_normal(1000) * 3])
+    with jax.enable_x64(True):
+        ours, flax_exact = layers.gelu(x), nn.gelu(x, approximate=False)
+        np.testing.assert_allclose(ours, flax_exact, rtol=0, atol=1e-15 * np.max(np.abs(x)))
+        grads = [jax.vmap(jax.grad(f))(x) for f in (layers.gelu, lambda v: nn.gelu(v, approximate=False))]
+        np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-14)
+    np.testing.assert_allclose(ours, torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), rtol=0, atol=1e-15 * 12)
+    assert layers.gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16

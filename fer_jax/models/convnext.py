@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from fer_jax.models.layers import Conv
+from fer_jax.models.layers import Conv, gelu
 
 # variant -> (blocks per stage, channels per stage); `base` is the one FAER and MFTN-FER use.
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -148,7 +148,7 @@ class Block(nn.Module):
         y = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.dim,
                  kernel_init=weight_init, dtype=self.dtype, name="dwconv")(x)
         y = layer_norm(self.dtype, "norm")(y)
-        y = nn.gelu(dense(4 * self.dim, name="pwconv1")(y), approximate=False)
+        y = gelu(dense(4 * self.dim, name="pwconv1")(y))
         y = dense(self.dim, name="pwconv2")(y)
         gamma = self.param("gamma", nn.initializers.constant(LAYER_SCALE_INIT), (self.dim,))
         y = y * jnp.asarray(gamma, y.dtype)

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, variant_config, weight_init
-from fer_jax.models.layers import Conv, softmax
+from fer_jax.models.layers import Conv, gelu, softmax
 
 CC_LN_EPS = 1e-5  # CC attention's nn.LayerNorm(dim) keeps torch's default epsilon (ConvNeXt's are 1e-6)
 
@@ -34,7 +34,7 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dense = functools.partial(nn.Dense, kernel_init=weight_init, dtype=self.dtype)
-        return dense(self.dim, name="2")(nn.gelu(dense(self.hidden, name="0")(x), approximate=False))
+        return dense(self.dim, name="2")(gelu(dense(self.hidden, name="0")(x)))
 
 
 class CCAttention(nn.Module):
@@ -67,7 +67,7 @@ class CCAttention(nn.Module):
         query = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.groups,
                      kernel_init=weight_init, dtype=self.dtype, name="depthwise")(x)
         query = nn.LayerNorm(epsilon=CC_LN_EPS, use_fast_variance=False, dtype=self.dtype, name="norm")(
-            nn.gelu(query, approximate=False))
+            gelu(query))
         tokens = (b, h * w, c)  # row-major (h, w) order, as torch's reshape of the NHWC permute
         attn = softmax((query + key).reshape(tokens), axis=1) * value.reshape(tokens)
         return attn.reshape(b, h, w, c) + x

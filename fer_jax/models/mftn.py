@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
-from fer_jax.models.layers import Conv, softmax, torch_linear_init
+from fer_jax.models.layers import Conv, gelu, softmax, torch_linear_init
 
 MSTN_DEPTHS = (3, 2, 1)  # blocks over the stage-2, -3 and -4 tokens
 FUSE_DIM = 512
@@ -57,7 +57,7 @@ class Query(nn.Module):
 
     @nn.compact
     def __call__(self, y: jax.Array) -> jax.Array:
-        y = nn.gelu(_dense(self.hidden, self.dim, use_bias=False, dtype=self.dtype, name="0")(y), approximate=False)
+        y = gelu(_dense(self.hidden, self.dim, use_bias=False, dtype=self.dtype, name="0")(y))
         return _dense(self.dim, self.hidden, use_bias=False, dtype=self.dtype, name="2")(y)
 
 
@@ -88,7 +88,7 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = nn.gelu(_dense(4 * self.dim, self.dim, dtype=self.dtype, name="fc1")(x), approximate=False)
+        x = gelu(_dense(4 * self.dim, self.dim, dtype=self.dtype, name="fc1")(x))
         return _dense(self.dim, 4 * self.dim, dtype=self.dtype, name="fc2")(x)
 
 
