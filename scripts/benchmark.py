@@ -17,6 +17,9 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   rate, or `--peak_tflops`), train memory (XLA's buffer plan of the step);
 - the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
   far more than XLA: compare runs only when it is near 0);
+- the system CPU time of each step, both sides (mostly page faults: XLA allocates its step's temporaries
+  afresh on every call, and on this project's VM a fault costs ~5x more right after a torch step, so
+  interleaving charges fer-jax for what torch freed; see the README's speed section);
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
 
 Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
@@ -28,6 +31,7 @@ import functools
 import importlib.util
 import json
 import os
+import resource
 import statistics
 import tempfile
 import time
@@ -322,17 +326,21 @@ def torch_cases(config: Any, example: dict, compile_: bool = False) -> dict[str,
 # --- one network ----------------------------------------------------------------------------------------
 
 
-def interleaved(cases: dict[str, Callable], reps: int) -> dict[str, float]:
-    """Median seconds per call of each case, the cases called in turn `reps` times after one warm-up each."""
+def interleaved(cases: dict[str, Callable], reps: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each case, the cases called in turn `reps` times after one warm-up each, and
+    the median system CPU seconds per call (this process, all threads: mostly page faults of fresh memory)."""
     for fn in cases.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in cases}
+    system: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(reps):
         for key, fn in cases.items():
-            start = time.perf_counter()
+            sys0, start = resource.getrusage(resource.RUSAGE_SELF).ru_stime, time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+            system[key].append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys0)
+    return ({k: statistics.median(v) for k, v in times.items()},
+            {k: statistics.median(v) for k, v in system.items()})
 
 
 def with_threads(fn: Callable, n: int) -> Callable:
@@ -369,11 +377,11 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
             except Exception as e:  # noqa: BLE001 - torch.compile's failures are reported, not fatal
                 info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         with CpuLoad() as load:
-            median = interleaved(cases, reps)
+            median, system = interleaved(cases, reps)
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
-         "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median, **info,
+         "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median, "system_seconds": system, **info,
          "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
          "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
     for kind in ("train", "eval"):
@@ -412,12 +420,13 @@ def markdown(rows: list[dict], machine: dict) -> str:
                      f"| **{r['eval_ratio']:.2f}**{one['eval']} | {load} |")
     lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
               "FLOP/s use the same count); train memory: XLA's buffer plan of fer-jax's step (parameters, optimizer "
-              "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); the input pipeline "
+              "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); system CPU: the kernel's "
+              "time in the process during a step, mostly page faults of memory allocated afresh; the input pipeline "
               "(the recipe's preprocessing) by worker processes, against the examples/s the fer-jax train step "
               "consumes.", "",
               "| network | compile s: train / eval | GFLOP: train / eval | fer-jax GFLOP/s: train / eval (% of peak) "
-              "| torch GFLOP/s: train / eval | train memory MB "
-              "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|"]
+              "| torch GFLOP/s: train / eval | train memory MB | system CPU s per train step: fer-jax / torch "
+              "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
         lines.append(f"| {r['network']} | {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f} "
@@ -426,6 +435,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
                      f"({100 * r['train_mfu']:.0f} % / {100 * r['eval_mfu']:.0f} %) "
                      f"| {r['train_torch_flops_per_s'] / 1e9:.0f} / {r['eval_torch_flops_per_s'] / 1e9:.0f} "
                      f"| {r.get('train_xla_bytes', 0) / mb:.0f} "
+                     f"| {r['system_seconds']['jax_train']:.2f} / {r['system_seconds']['torch_train']:.2f} "
                      f"| {pipe} | {r['train_examples_per_s']:.0f} |")
     return "\n".join(lines) + "\n"
 

@@ -91,6 +91,7 @@ def test_a_small_run_writes_the_report(tmp_path):
     assert row["train_flops"] > 2 * row["eval_flops"] > 0  # backward included
     assert 0 < row["train_mfu"] < 1 and report["machine"]["peak_flops_per_s"] > 1e9
     assert set(row["pipeline_examples_per_s"]) == {"0"} and row["pipeline_examples_per_s"]["0"] > 0
+    assert set(row["system_seconds"]) == set(s) and all(v >= 0 for v in row["system_seconds"].values())
     assert "| resnet18 (fan_afew_baseline:smoke) | 32 px, 2 |" in (out / "benchmark.md").read_text()
 
 
