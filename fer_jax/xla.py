@@ -73,6 +73,8 @@ def jit(fun: Callable, kind: Kind, **kwargs: Any) -> Callable:
         finally:
             _TRACING.reset(token)
 
+    if not hasattr(fun, "__name__"):  # a partial: keep the name jax.jit would show (profiles, HLO dumps)
+        traced.__name__ = traced.__qualname__ = getattr(getattr(fun, "func", None), "__name__", "fun")
     return jax.jit(traced, compiler_options=opts, **kwargs)
 
 

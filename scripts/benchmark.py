@@ -381,8 +381,8 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
-         "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median, "system_seconds": system, **info,
-         "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
+         "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median,
+         "system_seconds": system, **info, "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
          "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
     for kind in ("train", "eval"):
         s = median[f"jax_{kind}"]

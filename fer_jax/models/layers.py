@@ -156,7 +156,7 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], 
     """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C].
 
     A float32 sum ends in `reduce_precision` to float32's own format, which is the identity. It is there
-    because YNNPACK's fusions do not take it: with fer-jax's training options XLA otherwise pulls the 49 adds
+    because YNNPACK's fusions do not take it: with fer-jax's training options XLA otherwise pulls the adds
     into the YNNPACK fusion of the LayerNorm's reduction after them, which writes every shifted copy and every
     broadcast tap to memory first (ConvNeXt block, 8 x 56x56 x 128, forward and backward: 449 -> 345 ms; the
     whole ConvNeXt-base gradient at batch 8: 7.2 -> 6.7 s). It stays one loop fusion instead.
