@@ -43,8 +43,9 @@ CPU_OPTIONS = {
     "train": {FLAG: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
     "eval": {FLAG: ""},
 }
+CONVOLUTIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
 # XLA's own default for FLAG (jax 0.10.2): convolutions, dots and reductions go to YNNPACK.
-XLA_DEFAULT = "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+XLA_DEFAULT = f"{CONVOLUTIONS},LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 Kind = Literal["train", "eval"]
 _TRACING: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("fer_jax_xla_options", default=None)
 
@@ -93,4 +94,4 @@ def library_convolutions() -> bool:
     if value is None:
         found = re.findall(rf"--{FLAG}=(\S*)", os.environ.get("XLA_FLAGS", ""))
         value = found[-1].strip("'\"") if found else XLA_DEFAULT
-    return "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION" in value
+    return CONVOLUTIONS in value

@@ -169,7 +169,7 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], 
         for j in range(kw):
             term = x[:, i:i + oh, j:j + ow, :] * taps[i, j]
             out = term if out is None else out + term
-    return lax.reduce_precision(out, 8, 23) if out.dtype == jnp.float32 else out
+    return lax.reduce_precision(out, exponent_bits=8, mantissa_bits=23) if out.dtype == jnp.float32 else out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -210,7 +210,7 @@ def _taps_grad(xp: jax.Array, g: jax.Array) -> jax.Array:
 
 def _taps_grad_convolution(xp: jax.Array, g: jax.Array) -> jax.Array:
     """`_taps_grad` as one grouped convolution."""
-    b, oh, ow, c = g.shape
+    b, c = g.shape[0], g.shape[3]
     lhs = jnp.transpose(xp, (1, 2, 3, 0)).reshape(1, xp.shape[1], xp.shape[2], c * b)
     out = lax.conv_general_dilated(lhs, jnp.transpose(g, (1, 2, 0, 3)), (1, 1), "VALID",
                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
