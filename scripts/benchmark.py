@@ -11,15 +11,18 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   mode (`porting.reference.training`: the same loss and optimizer in torch), torch also with 1 thread;
 - eval forward: the network in eval mode, no gradient;
 - repetitions interleaved in one process (jax, torch, torch 1 thread, ... per round), medians; speed ratio =
-  torch time / fer-jax time (above 1: fer-jax is faster);
+  torch time / fer-jax time (above 1: fer-jax is faster). In each round a case runs `--turn` calls in a row and
+  only the last is timed: a training loop's steady state, where a step follows a step. The first call after the
+  other framework's turn pays for memory that sat unused meanwhile (on this project's VM a page fault costs
+  5-7x more after a pause of a few seconds: the ConvNeXt-base step took 9.9-11.2 s right after torch's against
+  6.2-6.4 s after its own, with the same 826,000 faults);
 - first-call compile time, FLOPs per step from XLA's cost analysis (the same count is used for torch), achieved
   FLOP/s and its fraction of the device's peak (known GPUs and TPUs by name, a CPU's measured matrix-product
   rate, or `--peak_tflops`), train memory (XLA's buffer plan of the step);
 - the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
   far more than XLA: compare runs only when it is near 0);
-- the system CPU time of each step, both sides (mostly page faults: XLA allocates its step's temporaries
-  afresh on every call, and on this project's VM a fault costs ~5x more right after a torch step, so
-  interleaving charges fer-jax for what torch freed; see the README's speed section);
+- the system CPU time of each timed step, both sides (mostly page faults: XLA allocates its step's
+  temporaries afresh on every call; see the README's speed section);
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
 
 Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
@@ -74,6 +77,8 @@ _RECIPES = flags.DEFINE_list("recipes", None, "recipe files[:variant] to run ins
 _VARIANT = flags.DEFINE_string("variant", None, "run the networks' recipes in this variant (e.g. smoke, cpu)")
 _BATCH = flags.DEFINE_integer("batch", 16, "global batch of every step (overrides the recipe's)")
 _REPS = flags.DEFINE_integer("reps", 5, "timed repetitions of every case, interleaved (after one warm-up)")
+_TURN = flags.DEFINE_integer("turn", 2, "calls of a case in a row in each round, the last one timed",
+                            lower_bound=1)
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "input-pipeline worker counts to measure (empty: none)")
 _PEAK = flags.DEFINE_float("peak_tflops", None, "the device's peak in TFLOP/s (default: detected)")
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "also time torch.compile'd torch steps")
@@ -326,15 +331,18 @@ def torch_cases(config: Any, example: dict, compile_: bool = False) -> dict[str,
 # --- one network ----------------------------------------------------------------------------------------
 
 
-def interleaved(cases: dict[str, Callable], reps: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds per call of each case, the cases called in turn `reps` times after one warm-up each, and
-    the median system CPU seconds per call (this process, all threads: mostly page faults of fresh memory)."""
+def interleaved(cases: dict[str, Callable], reps: int, turn: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds per call of each case over `reps` rounds, and the median system CPU seconds per call (this
+    process, all threads: mostly page faults of fresh memory). After one warm-up call each, every round gives
+    each case in turn `turn` calls in a row and times the last (module docstring)."""
     for fn in cases.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in cases}
     system: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(reps):
         for key, fn in cases.items():
+            for _ in range(turn - 1):
+                fn()
             sys0, start = resource.getrusage(resource.RUSAGE_SELF).ru_stime, time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - start)
@@ -357,7 +365,8 @@ def with_threads(fn: Callable, n: int) -> Callable:
     return call
 
 
-def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], peak: float) -> dict[str, Any]:
+def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: list[int],
+            peak: float) -> dict[str, Any]:
     import jax
     import torch
 
@@ -377,7 +386,7 @@ def run_one(label: str, config: Any, batch: int, reps: int, workers: list[int], 
             except Exception as e:  # noqa: BLE001 - torch.compile's failures are reported, not fatal
                 info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         with CpuLoad() as load:
-            median, system = interleaved(cases, reps)
+            median, system = interleaved(cases, reps, turn)
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
@@ -406,7 +415,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
     mb = 2 ** 20
     lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
              f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
-             f"{machine['reps']} interleaved repetitions; ratio = "
+             f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
              "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread.", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
              "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
@@ -459,7 +468,8 @@ def main(argv: list[str]) -> None:
     machine = {"device": f"{jax.devices()[0].device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))",
                "peak": f"device peak of {peak / 1e9:.0f} GFLOP/s ({peak_how})", "peak_flops_per_s": peak,
                "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-               "reps": _REPS.value, "batch": _BATCH.value, "compute_dtype": _DTYPE.value or "the recipes'"}
+               "reps": _REPS.value, "turn": _TURN.value, "batch": _BATCH.value,
+               "compute_dtype": _DTYPE.value or "the recipes'"}
     rows = []
     for label, recipe, overrides in runs:
         config = load_recipe(recipe)
@@ -467,7 +477,7 @@ def main(argv: list[str]) -> None:
         if _DTYPE.value:
             config.compute_dtype = _DTYPE.value
         print(f"{label}: {config.model.name} ...", flush=True)
-        rows.append(run_one(os.path.basename(recipe), config, _BATCH.value, _REPS.value, workers, peak))
+        rows.append(run_one(os.path.basename(recipe), config, _BATCH.value, _REPS.value, _TURN.value, workers, peak))
         r = rows[-1]
         print(f"  train {r['train_ratio']:.2f}x torch, eval {r['eval_ratio']:.2f}x torch", flush=True)
     table = markdown(rows, machine)

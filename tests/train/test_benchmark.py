@@ -74,10 +74,28 @@ def test_torch_optimizer_follows_the_recipe():
     assert isinstance(training.optimizer(benchmark.load_recipe("dan_rafdb").optimizer, w), torch.optim.SGD)
 
 
+@pytest.mark.parametrize("turn", [1, 2, 3])
+def test_each_round_times_the_last_call_of_a_turn(monkeypatch, turn):
+    """A case's first call in a turn costs 10 clock units, the ones after it 1: only turn 1 times the first."""
+    clock, calls = [0.0], {"a": 0, "b": 0}
+
+    def case(name):
+        def call():
+            clock[0] += 10.0 if calls[name] % turn == 1 % turn else 1.0
+            calls[name] += 1
+        return call
+
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    median, system = benchmark.interleaved({"a": case("a"), "b": case("b")}, reps=3, turn=turn)
+    assert calls == {"a": 1 + 3 * turn, "b": 1 + 3 * turn}  # one warm-up, then 3 rounds of `turn` calls
+    assert median == {"a": 10.0 if turn == 1 else 1.0, "b": 10.0 if turn == 1 else 1.0}
+    assert set(system) == {"a", "b"}
+
+
 def test_a_small_run_writes_the_report(tmp_path):
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--networks", "resnet18",
-                        "--variant", "smoke", "--batch", "2", "--reps", "1", "--workers", "0",
+                        "--variant", "smoke", "--batch", "2", "--reps", "1", "--turn", "2", "--workers", "0",
                         "--torch_one_thread=false", "--compute_dtype", "bfloat16", "--out", str(out)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -92,6 +110,7 @@ def test_a_small_run_writes_the_report(tmp_path):
     assert 0 < row["train_mfu"] < 1 and report["machine"]["peak_flops_per_s"] > 1e9
     assert set(row["pipeline_examples_per_s"]) == {"0"} and row["pipeline_examples_per_s"]["0"] > 0
     assert set(row["system_seconds"]) == set(s) and all(v >= 0 for v in row["system_seconds"].values())
+    assert report["machine"]["turn"] == 2 and "each the last of 2 calls in a row" in (out / "benchmark.md").read_text()
     assert "| resnet18 (fan_afew_baseline:smoke) | 32 px, 2 |" in (out / "benchmark.md").read_text()
 
 
