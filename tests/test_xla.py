@@ -214,3 +214,52 @@ def test_gelu_is_the_exact_gelu():
         np.testing.assert_allclose(grads[0], grads[1], rtol=0, atol=1e-14)
     np.testing.assert_allclose(ours, torch.nn.functional.gelu(torch.from_numpy(x)).numpy(), rtol=0, atol=1e-15 * 12)
     assert layers.gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("window, stride, padding, size", [(3, 2, 1, 9), (3, 2, 1, 12), (2, 2, 0, 8), (3, 1, 1, 6)])
+def test_max_pool_gradient_goes_to_torchs_first_maximum(window, stride, padding, size):
+    """`layers.max_pool_torch` and its own gradient against torch's max_pool2d in float64, on inputs with tied
+    maxima (small integers after a ReLU): each window's gradient goes to its first maximum in row-major order."""
+    import torch
+
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(size + window)
+    x = np.maximum(rng.integers(-2, 3, (2, size, size, 5)), 0).astype(np.float64)
+    with jax.enable_x64(True):
+        y, vjp = jax.vjp(lambda v: layers.max_pool_torch(v, window, stride, padding), jnp.asarray(x))
+        g = rng.standard_normal(y.shape)
+        (dx,) = vjp(jnp.asarray(g))
+        dx_jit = jax.jit(jax.grad(lambda v: jnp.vdot(layers.max_pool_torch(v, window, stride, padding), g)))(x)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, window, stride, padding)
+    yt.backward(torch.from_numpy(g.transpose(0, 3, 1, 2).copy()))
+    theirs = xt.grad.numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))
+    # a position in overlapping windows sums their gradients, in another order than torch: float64 rounding only
+    np.testing.assert_allclose(dx, theirs, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(dx_jit, theirs, rtol=0, atol=1e-13)
+    # the inputs do tie: routing every window to its last maximum would differ from torch
+    windows = torch.nn.functional.unfold(torch.nn.functional.pad(xt.detach(), (padding,) * 4, value=-np.inf),
+                                         window, stride=stride)
+    assert ((windows == windows.max(dim=1, keepdim=True).values).sum(dim=1) > 1).any()
+
+
+def test_max_pool_gradient_routing_survives_fusion():
+    """Under jit XLA may compute a fused pool input twice with different roundings (BatchNorm, then ReLU), so
+    routing by comparing the input with the pooled output sent gradients astray (3.2 relative, float64); the
+    routing is decided among the taps themselves, so the jitted gradient equals the eager one."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((4, 48, 48, 3)), rng.standard_normal((7, 7, 3, 16)) * 0.2
+    g = rng.standard_normal((4, 12, 12, 16))
+
+    def loss(w):
+        y = jax.lax.conv_general_dilated(x, w, (2, 2), ((3, 3), (3, 3)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = jnp.maximum((y - y.mean(axis=(0, 1, 2))) / jnp.sqrt(y.var(axis=(0, 1, 2)) + 1e-5), 0)
+        return jnp.vdot(layers.max_pool_torch(y, window=3, stride=2, padding=1), g)
+
+    with jax.enable_x64(True):
+        eager, jitted = jax.grad(loss)(w), jax.jit(jax.grad(loss))(w)
+    np.testing.assert_allclose(jitted, eager, rtol=0, atol=1e-12 * np.abs(eager).max())  # float64 summation order
