@@ -263,3 +263,24 @@ def test_max_pool_gradient_routing_survives_fusion():
     with jax.enable_x64(True):
         eager, jitted = jax.grad(loss)(w), jax.jit(jax.grad(loss))(w)
     np.testing.assert_allclose(jitted, eager, rtol=0, atol=1e-12 * np.abs(eager).max())  # float64 summation order
+
+
+def test_max_pool_with_nan_follows_torch():
+    """A NaN is a maximum by torch's rule (greater, or NaN): the window's output is NaN and its gradient goes to
+    the window's last NaN, as torch's max_pool2d sends it."""
+    import torch
+
+    from fer_jax.models import layers
+
+    x = np.random.default_rng(3).standard_normal((1, 6, 6, 2))
+    x[0, 0, 1, 0] = x[0, 1, 0, 0] = x[0, 4, 4, 1] = np.nan  # the first two share the window at (0, 0)
+    g = np.random.default_rng(4).standard_normal((1, 3, 3, 2))
+    with jax.enable_x64(True):
+        y, vjp = jax.vjp(lambda v: layers.max_pool_torch(v, 2, 2, 0), jnp.asarray(x))
+        (dx,) = vjp(jnp.asarray(g))
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, 2, 2, 0)
+    yt.backward(torch.from_numpy(g.transpose(0, 3, 1, 2).copy()))
+    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))  # NaN where torch has NaN
+    np.testing.assert_array_equal(dx, xt.grad.numpy().transpose(0, 2, 3, 1))
+    assert np.isnan(np.asarray(y)).sum() == 2 and dx[0, 1, 0, 0] == g[0, 0, 0, 0] and dx[0, 0, 1, 0] == 0

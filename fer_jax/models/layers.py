@@ -137,6 +137,8 @@ def max_pool_torch(x: jax.Array, window: int, stride: int, padding: int) -> jax.
     the forward of a training step also keeps which tap of each window was the maximum (`_max_pool_taps`), and
     the backward places the output gradient at that tap: the ResNet stem's pool (8 x 112x112 x 64) forward and
     backward 82 -> 23 ms, DAN's train step at 224 px, batch 8, 741 -> 689 ms (2026-12-05, interleaved).
+    bfloat16 gradients are summed in float32 and rounded once: summed in bfloat16, the quickstart test's DAN
+    reached 0.386 accuracy instead of 0.738 (tests/train/test_quickstart.py).
     """
     pad = ((padding, padding), (padding, padding))
     return nn.max_pool(x, (window, window), (stride, stride), padding=pad)
@@ -178,10 +180,11 @@ def _max_pool_fwd(x, window, stride, padding):
 
 def _max_pool_bwd(window, stride, padding, residuals, g):
     first, shape = residuals
-    zero = jnp.zeros((), g.dtype)
-    dxp = sum(lax.pad(jnp.where(first == k, g, zero), zero, back)
+    wide = at_least_float32(g)  # overlapping windows add up to 4 gradients: in float32, rounded once
+    zero = jnp.zeros((), wide.dtype)
+    dxp = sum(lax.pad(jnp.where(first == k, wide, zero), zero, back)
               for k, _, back in _window_taps(shape, window, stride, padding))
-    return (dxp[:, padding:padding + shape[1], padding:padding + shape[2], :],)
+    return (dxp[:, padding:padding + shape[1], padding:padding + shape[2], :].astype(g.dtype),)
 
 
 max_pool_torch.defvjp(_max_pool_fwd, _max_pool_bwd)
