@@ -103,6 +103,38 @@ def test_cc_attention_alone():
     assert d["fp64"] <= parity.FP64_TOL and d["fp32"] <= d["bound"], d
 
 
+def test_cc_attention_gradients_match_torch():
+    """float64 gradients of a weighted sum of the CC attention's output, for the input and every parameter,
+    against torch's autograd: the grouped conv's gradients are fer-jax's own (`layers.grouped_conv`), compiled
+    with the training options. Each tensor within FP64_TOL of its own scale."""
+    from fer_jax import xla
+
+    tmodel, variables = attention_pair(seed=6)
+    x = attention_input(7)
+    weights = np.random.default_rng(8).standard_normal(x.shape)
+    tmodel = parity.torch_copy(tmodel, torch.float64)
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
+    (tmodel(xt) * torch.from_numpy(weights.transpose(0, 3, 1, 2).copy())).sum().backward()
+    ref = {**parity.torch_param_grads(tmodel), "x": parity.to_nhwc(xt.grad.numpy())}
+    kinds, _ = mapping.module_kinds(CCAttention(DIM), jax.ShapeDtypeStruct((1, HW, HW, DIM), jnp.float32))
+    with jax.enable_x64(True):
+        grad = xla.jit(jax.grad(lambda p, x: jnp.sum(CCAttention(DIM).apply({"params": p}, x) * weights), (0, 1)),
+                       "train")
+        g_params, g_x = grad(variables["params"], x)
+        ours = {**parity.flax_to_torch_names(g_params, kinds), "x": np.asarray(g_x)}
+    assert set(ours) == set(ref)
+    largest = max(np.max(np.abs(g)) for g in ref.values())
+    # The key's last bias (times mean(X)) and the query LayerNorm's bias add a constant over the tokens that the
+    # softmax runs over, so their gradients are exactly zero: both sides must be zero up to rounding (~1e-16 of
+    # the largest gradient). Every other tensor: within FP64_TOL of its own scale.
+    zero = {"mlp.2.bias", "norm.bias"}
+    for k, g in ref.items():
+        if k in zero:
+            assert max(np.max(np.abs(g)), np.max(np.abs(ours[k]))) <= 1e-12 * largest, k
+        else:
+            assert np.max(np.abs(ours[k] - g)) <= parity.FP64_TOL * np.max(np.abs(g)), k
+
+
 def test_cc_attention_layernorm_epsilon_is_checked(monkeypatch):
     """With the grouped-conv weights x1e-3 the query's variance before its LayerNorm is ~1e-6, so eps
     matters: ours (1e-5) passes, a CC attention built with ConvNeXt's 1e-6 fails the float32 check by far

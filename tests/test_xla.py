@@ -101,6 +101,33 @@ def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
             np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
 
 
+@pytest.mark.parametrize("groups, kernel, stride, padding, size", [(4, 7, 1, ((3, 3), (3, 3)), 7),
+                                                                   (3, 3, 2, ((1, 0), (2, 1)), 8),
+                                                                   (2, 3, 1, ((0, 0), (0, 0)), 3)])
+def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padding, size):
+    """`layers.Conv`'s grouped path (FAER's CC attention: 7x7 in 4 groups): XLA's forward, and the gradients of
+    one dense convolution per group (the last case's maps are below the kernel: patches x kernel per group); in
+    float64 output and both gradients equal XLA's up to summation order, eager and jit."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(4)
+    cin, cout = 3 * groups, 2 * groups
+    x, w = rng.standard_normal((2, size, size + 1, cin)), rng.standard_normal((kernel, kernel, cin // groups, cout))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv, x, w):
+        y = conv(x, w, (stride, stride), padding, dimension_numbers=dn, feature_group_count=groups)
+        return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+    with jax.enable_x64(True):
+        assert "custom_vjp_call" in str(jax.make_jaxpr(functools.partial(loss, layers.conv_general_dilated))(x, w))
+        for wrap in (lambda f: f, functools.partial(jax.jit, static_argnums=0)):
+            for argnum in (None, 1, 2):
+                ours, ref = (wrap(jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
+                             for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
+                np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
+
+
 @pytest.mark.parametrize("shape, kernel, padding", [((2, 9, 10, 6), 7, ((3, 3), (3, 3))),
                                                    ((3, 4, 5, 4), 3, ((2, 0), (0, 1)))])
 def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):
@@ -153,7 +180,7 @@ def test_library_convolutions_follows_the_options_in_effect(monkeypatch):
     assert seen == [True]
 
 
-@pytest.mark.parametrize("case", ["depthwise", "patch"])
+@pytest.mark.parametrize("case", ["depthwise", "patch", "grouped"])
 def test_bfloat16_convolution_paths_sum_in_float32(case):
     """Under `compute_dtype=bfloat16` both paths round once: each output is within half a bfloat16 ulp (2^-8 of
     its magnitude, plus float32 summation error) of the exact sum of the bfloat16 inputs, as XLA's convolution
@@ -164,6 +191,8 @@ def test_bfloat16_convolution_paths_sum_in_float32(case):
     rng = np.random.default_rng(3)
     if case == "depthwise":
         x, w, pad, groups = rng.standard_normal((2, 9, 9, 16)), rng.standard_normal((7, 7, 1, 16)), 3, 16
+    elif case == "grouped":
+        x, w, pad, groups = rng.standard_normal((2, 7, 7, 64)), rng.standard_normal((7, 7, 16, 8)), 3, 4
     else:
         x, w, pad, groups = rng.standard_normal((2, 2, 2, 64)), rng.standard_normal((3, 3, 64, 8)), 1, 1
     xb, wb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
