@@ -182,7 +182,7 @@ def test_library_convolutions_follows_the_options_in_effect(monkeypatch):
 
 @pytest.mark.parametrize("case", ["depthwise", "patch", "grouped"])
 def test_bfloat16_convolution_paths_sum_in_float32(case):
-    """Under `compute_dtype=bfloat16` both paths round once: each output is within half a bfloat16 ulp (2^-8 of
+    """Under `compute_dtype=bfloat16` every path rounds once: each output is within half a bfloat16 ulp (2^-8 of
     its magnitude, plus float32 summation error) of the exact sum of the bfloat16 inputs, as XLA's convolution
     is (measured: within 0.98 of the bound, as lax.conv_general_dilated). Summing the 49 depthwise taps in
     bfloat16 instead fails it by orders of magnitude where terms cancel."""

@@ -220,8 +220,9 @@ def grouped_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padd
     slow YNNPACK fusion takes even where fer-jax's options leave convolutions out of YNNPACK; the dense
     convolutions' gradients are XLA's usual ones. FAER's CC attention (7x7 in 4 groups, 8 x 7x7 x 1024),
     forward and backward: 804 -> 187 ms (torch 143); the whole FAER train step 7.6 -> 6.5 s (batch 8,
-    2026-12-05, interleaved). The forward stays XLA's grouped convolution: 49 ms against 62 ms as per-group
-    convolutions. (Patches x kernel per group gave 262 ms with the backward.)
+    2026-12-05, interleaved); with XLA's default options (pmap), 1540 -> 617 ms. The forward stays XLA's
+    grouped convolution: 49 ms against 62 ms as per-group convolutions. (Patches x kernel per group gave 262 ms
+    with the backward.)
     """
     return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=NHWC,
                                     feature_group_count=groups, precision=precision)
