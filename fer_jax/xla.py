@@ -13,7 +13,7 @@ repetitions, median ms per call; float32):
 | ResNet18 64 px, 32 | 1458 / **1373** / 1450 | **609** / 740 / 637 |
 | Emotion-FAN 72 px, 8 triplets | 364 / **305** / 346 | 101 / 94 / **74** |
 
-(The ResNet18 64-px row predates `fer_jax.models.layers.Conv`, which now computes its 2x2-map layer4 as one
+(The ResNet18 64-px row predates `fer_jax.models.convolution.Conv`, which now computes its 2x2-map layer4 as one
 matrix product: scripts/benchmark.py measures every network as it runs today.)
 
 So training steps compile without YNNPACK convolutions (dots and reductions keep it) and evaluation without
@@ -86,7 +86,7 @@ def library_convolutions() -> bool:
     both kinds); otherwise what the process's `XLA_FLAGS` say, else XLA's default (True). Model code asks it
     where a formulation is fast on one convolution library and slow on the other: the depthwise taps'
     gradient as a grouped convolution is 3x faster than per-tap reductions without YNNPACK and ~4x slower
-    with it (fer_jax.models.layers). A function traced once and reused elsewhere keeps the form it was traced
+    with it (fer_jax.models.convolution). A function traced once and reused elsewhere keeps the form it was traced
     with; the answer only chooses speed, never results beyond summation order.
     """
     opts = _TRACING.get()

@@ -105,7 +105,7 @@ def test_cc_attention_alone():
 
 def test_cc_attention_gradients_match_torch():
     """float64 gradients of a weighted sum of the CC attention's output, for the input and every parameter,
-    against torch's autograd: the grouped conv's gradients are fer-jax's own (`layers.grouped_conv`), compiled
+    against torch's autograd: the grouped conv's gradients are fer-jax's own (`convolution.grouped_conv`), compiled
     with the training options. Each tensor within FP64_TOL of its own scale."""
     from fer_jax import xla
 

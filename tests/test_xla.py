@@ -50,9 +50,9 @@ def test_compiled_steps_compute_the_same(kind):
 @pytest.mark.parametrize("size, stride, padding", [(2, 1, ((1, 1), (1, 1))), (4, 2, ((1, 1), (1, 1))),
                                                    (3, 2, ((0, 1), (2, 0))), (1, 1, ((1, 1), (1, 1)))])
 def test_patch_convolution_equals_xla_convolution(size, stride, padding):
-    """`layers.Conv` computes an output map smaller than the kernel as patches x kernel: in float64 the output
+    """`Conv` computes an output map smaller than the kernel as patches x kernel: in float64 the output
     and both gradients equal lax.conv_general_dilated's up to summation order; larger maps keep XLA's own."""
-    from fer_jax.models import layers
+    from fer_jax.models import convolution
 
     rng = np.random.default_rng(1)
     x, w = rng.standard_normal((3, size, size, 5)), rng.standard_normal((3, 3, 5, 4))
@@ -63,15 +63,15 @@ def test_patch_convolution_equals_xla_convolution(size, stride, padding):
         return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
 
     with jax.enable_x64(True):
-        jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(x, w, (stride, stride), padding,
+        jaxpr = str(jax.make_jaxpr(lambda x, w: convolution.conv_general_dilated(x, w, (stride, stride), padding,
                                                                             dimension_numbers=dn))(x, w))
         assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr  # the patch path is taken
         for argnum in (None, 1, 2):
             ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
-                         for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
+                         for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
             np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
         big = rng.standard_normal((1, 8, 8, 5))
-        jaxpr = str(jax.make_jaxpr(lambda x, w: layers.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+        jaxpr = str(jax.make_jaxpr(lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                                                             dimension_numbers=dn))(big, w))
         assert "conv_general_dilated" in jaxpr
 
@@ -79,9 +79,9 @@ def test_patch_convolution_equals_xla_convolution(size, stride, padding):
 @pytest.mark.parametrize("kernel, padding, size", [(7, ((3, 3), (3, 3)), 9), (3, ((1, 1), (1, 1)), 5),
                                                    (3, ((2, 0), (0, 1)), 4), (7, ((3, 3), (3, 3)), 2)])
 def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
-    """`layers.Conv`'s depthwise path (ConvNeXt's 7x7, MFTN-FER's 3x3): output and both gradients in float64
+    """`Conv`'s depthwise path (ConvNeXt's 7x7, MFTN-FER's 3x3): output and both gradients in float64
     equal XLA's grouped convolution up to summation order, for asymmetric padding and maps below the kernel."""
-    from fer_jax.models import layers
+    from fer_jax.models import convolution
 
     rng = np.random.default_rng(2)
     c = 6
@@ -93,11 +93,11 @@ def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
         return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
 
     with jax.enable_x64(True):
-        jaxpr = str(jax.make_jaxpr(functools.partial(loss, layers.conv_general_dilated))(x, w))
+        jaxpr = str(jax.make_jaxpr(functools.partial(loss, convolution.conv_general_dilated))(x, w))
         assert "conv_general_dilated" not in jaxpr and "custom_vjp_call" in jaxpr
         for argnum in (None, 1, 2):
             ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
-                         for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
+                         for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
             np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
 
 
@@ -105,10 +105,10 @@ def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
                                                                    (3, 3, 2, ((1, 0), (2, 1)), 8),
                                                                    (2, 3, 1, ((0, 0), (0, 0)), 3)])
 def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padding, size):
-    """`layers.Conv`'s grouped path (FAER's CC attention: 7x7 in 4 groups): XLA's forward, and the gradients of
+    """`Conv`'s grouped path (FAER's CC attention: 7x7 in 4 groups): XLA's forward, and the gradients of
     one dense convolution per group (the last case's maps are below the kernel: patches x kernel per group); in
     float64 output and both gradients equal XLA's up to summation order, eager and jit."""
-    from fer_jax.models import layers
+    from fer_jax.models import convolution
 
     rng = np.random.default_rng(4)
     cin, cout = 3 * groups, 2 * groups
@@ -120,11 +120,11 @@ def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padd
         return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
 
     with jax.enable_x64(True):
-        assert "custom_vjp_call" in str(jax.make_jaxpr(functools.partial(loss, layers.conv_general_dilated))(x, w))
+        assert "custom_vjp_call" in str(jax.make_jaxpr(functools.partial(loss, convolution.conv_general_dilated))(x, w))
         for wrap in (lambda f: f, functools.partial(jax.jit, static_argnums=0)):
             for argnum in (None, 1, 2):
                 ours, ref = (wrap(jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
-                             for conv in (layers.conv_general_dilated, jax.lax.conv_general_dilated))
+                             for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
                 np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
 
 
@@ -133,19 +133,19 @@ def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padd
 def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):
     """The depthwise taps' gradient: the grouped-convolution form that float32 takes equals the per-tap reductions
     that float64 takes (the test above) up to summation order, both computed in float64; float32 takes it."""
-    from fer_jax.models import layers
+    from fer_jax.models import convolution
 
     rng = np.random.default_rng(4)
     x = rng.standard_normal(shape)
     xp = np.pad(x, ((0, 0), *padding, (0, 0)))
     g = rng.standard_normal((shape[0], xp.shape[1] - kernel + 1, xp.shape[2] - kernel + 1, shape[3]))
     with jax.enable_x64(True):
-        conv, reductions = layers._taps_grad_convolution(xp, g), layers._taps_grad_reductions(xp, g)
+        conv, reductions = convolution._taps_grad_convolution(xp, g), convolution._taps_grad_reductions(xp, g)
         assert conv.shape == reductions.shape == (kernel, kernel, shape[3])
         np.testing.assert_allclose(conv, reductions, rtol=0, atol=1e-12 * float(np.max(np.abs(reductions))))
     w = rng.standard_normal((kernel, kernel, 1, shape[3])).astype(np.float32)
     dn = jax.lax.conv_dimension_numbers(shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-    grad = jax.grad(lambda w, x: jnp.sum(layers.conv_general_dilated(
+    grad = jax.grad(lambda w, x: jnp.sum(convolution.conv_general_dilated(
         x, w, (1, 1), padding, dimension_numbers=dn, feature_group_count=shape[3]) ** 2))
     x32 = x.astype(np.float32)
     assert "convolution" in xla.jit(grad, "train").lower(w, x32).as_text()  # fer-jax's options
@@ -186,7 +186,7 @@ def test_bfloat16_convolution_paths_sum_in_float32(case):
     its magnitude, plus float32 summation error) of the exact sum of the bfloat16 inputs, as XLA's convolution
     is (measured: within 0.98 of the bound, as lax.conv_general_dilated). Summing the 49 depthwise taps in
     bfloat16 instead fails it by orders of magnitude where terms cancel."""
-    from fer_jax.models import layers
+    from fer_jax.models import convolution
 
     rng = np.random.default_rng(3)
     if case == "depthwise":
@@ -198,14 +198,14 @@ def test_bfloat16_convolution_paths_sum_in_float32(case):
     xb, wb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(w, jnp.bfloat16)
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
     args = ((1, 1), ((pad, pad), (pad, pad)))
-    ours = layers.conv_general_dilated(xb, wb, *args, dimension_numbers=dn, feature_group_count=groups)
+    ours = convolution.conv_general_dilated(xb, wb, *args, dimension_numbers=dn, feature_group_count=groups)
     assert ours.dtype == jnp.bfloat16
     with jax.enable_x64(True):
         exact = np.asarray(jax.lax.conv_general_dilated(np.asarray(xb, np.float64), np.asarray(wb, np.float64), *args,
                                                         dimension_numbers=dn, feature_group_count=groups))
     err = np.abs(np.asarray(ours, np.float64) - exact)
     assert np.all(err <= 2.0 ** -8 * np.abs(exact) + 1e-5 * np.max(np.abs(exact)))
-    grads = jax.grad(lambda x, w: jnp.sum(layers.conv_general_dilated(
+    grads = jax.grad(lambda x, w: jnp.sum(convolution.conv_general_dilated(
         x, w, *args, dimension_numbers=dn, feature_group_count=groups).astype(jnp.float32) ** 2), (0, 1))(xb, wb)
     assert [g.dtype for g in grads] == [jnp.bfloat16, jnp.bfloat16]
 

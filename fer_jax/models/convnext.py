@@ -40,7 +40,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from fer_jax.models.layers import Conv, gelu
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import gelu
 
 # variant -> (blocks per stage, channels per stage); `base` is the one FAER and MFTN-FER use.
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {

@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, Conv, at_least_float32, kaiming_normal_fan_out, torch_linear_init
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import BatchNorm, at_least_float32, kaiming_normal_fan_out, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResNet, child_name
 
 # DAN keeps torchvision's ResNet18 children up to layer4 in `features = Sequential(...)`, so the

@@ -19,7 +19,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, variant_config, weight_init
-from fer_jax.models.layers import Conv, gelu, softmax
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import gelu, softmax
 
 CC_LN_EPS = 1e-5  # CC attention's nn.LayerNorm(dim) keeps torch's default epsilon (ConvNeXt's are 1e-6)
 

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.contract import FacePreprocess, InitRule, View
-from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.preact_resnet import PreActResNet18, torch_conv
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
 

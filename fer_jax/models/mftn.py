@@ -28,7 +28,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
-from fer_jax.models.layers import Conv, gelu, softmax, torch_linear_init
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import gelu, softmax, torch_linear_init
 
 MSTN_DEPTHS = (3, 2, 1)  # blocks over the stage-2, -3 and -4 tokens
 FUSE_DIM = 512

@@ -22,7 +22,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, Conv, torch_linear_init
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import BatchNorm, torch_linear_init
 from fer_jax.models.resnet import ResLayer
 
 # Blocks per layer of preactresnet18 (the only depth FERAtt builds).

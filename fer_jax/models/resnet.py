@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.layers import BatchNorm, Conv, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.convolution import Conv
+from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 
 # The order of torchvision ResNet's children; a Sequential over them names each by its index here.
 TORCHVISION_CHILDREN = (
