@@ -47,6 +47,26 @@ def test_compiled_steps_compute_the_same(kind):
     assert np.max(np.abs(ours - ref)) <= 1e-5 * np.max(np.abs(ref))
 
 
+def _weighted_loss(conv, x, w, **kwargs):
+    y = conv(x, w, **kwargs)
+    return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+
+def _assert_equals_xla_convolution(x, w, jit=False, **kwargs):
+    """In float64 (the caller enables it): the output of `convolution.conv_general_dilated` and the gradients of
+    a weighted sum of it in `x` and `w` equal lax.conv_general_dilated's up to summation order, eagerly and,
+    with `jit`, compiled too. Returns the jaxpr of fer-jax's path, for the caller to check which one it took."""
+    from fer_jax.models import convolution
+
+    loss = functools.partial(_weighted_loss, **kwargs)
+    for wrap in (lambda f: f, functools.partial(jax.jit, static_argnums=0))[:2 if jit else 1]:
+        for argnum in (None, 1, 2):
+            ours, ref = (wrap(jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
+                         for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
+            np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
+    return str(jax.make_jaxpr(functools.partial(loss, convolution.conv_general_dilated))(x, w))
+
+
 @pytest.mark.parametrize("size, stride, padding", [(2, 1, ((1, 1), (1, 1))), (4, 2, ((1, 1), (1, 1))),
                                                    (3, 2, ((0, 1), (2, 0))), (1, 1, ((1, 1), (1, 1)))])
 def test_patch_convolution_equals_xla_convolution(size, stride, padding):
@@ -58,18 +78,10 @@ def test_patch_convolution_equals_xla_convolution(size, stride, padding):
     x, w = rng.standard_normal((3, size, size, 5)), rng.standard_normal((3, 3, 5, 4))
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 
-    def loss(conv, x, w):
-        y = conv(x, w, (stride, stride), padding, dimension_numbers=dn)
-        return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
-
     with jax.enable_x64(True):
-        jaxpr = str(jax.make_jaxpr(lambda x, w: convolution.conv_general_dilated(x, w, (stride, stride), padding,
-                                                                            dimension_numbers=dn))(x, w))
+        jaxpr = _assert_equals_xla_convolution(x, w, window_strides=(stride, stride), padding=padding,
+                                               dimension_numbers=dn)
         assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr  # the patch path is taken
-        for argnum in (None, 1, 2):
-            ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
-                         for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
-            np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
         big = rng.standard_normal((1, 8, 8, 5))
         jaxpr = str(jax.make_jaxpr(lambda x, w: convolution.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
                                                                             dimension_numbers=dn))(big, w))
@@ -81,24 +93,15 @@ def test_patch_convolution_equals_xla_convolution(size, stride, padding):
 def test_depthwise_convolution_equals_xla_convolution(kernel, padding, size):
     """`Conv`'s depthwise path (ConvNeXt's 7x7, MFTN-FER's 3x3): output and both gradients in float64
     equal XLA's grouped convolution up to summation order, for asymmetric padding and maps below the kernel."""
-    from fer_jax.models import convolution
-
     rng = np.random.default_rng(2)
     c = 6
     x, w = rng.standard_normal((2, size, size + 1, c)), rng.standard_normal((kernel, kernel, 1, c))
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 
-    def loss(conv, x, w):
-        y = conv(x, w, (1, 1), padding, dimension_numbers=dn, feature_group_count=c)
-        return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
-
     with jax.enable_x64(True):
-        jaxpr = str(jax.make_jaxpr(functools.partial(loss, convolution.conv_general_dilated))(x, w))
+        jaxpr = _assert_equals_xla_convolution(x, w, window_strides=(1, 1), padding=padding, dimension_numbers=dn,
+                                               feature_group_count=c)
         assert "conv_general_dilated" not in jaxpr and "custom_vjp_call" in jaxpr
-        for argnum in (None, 1, 2):
-            ours, ref = ((jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
-                         for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
-            np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
 
 
 @pytest.mark.parametrize("groups, kernel, stride, padding, size", [(4, 7, 1, ((3, 3), (3, 3)), 7),
@@ -108,24 +111,15 @@ def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padd
     """`Conv`'s grouped path (FAER's CC attention: 7x7 in 4 groups): XLA's forward, and the gradients of
     one dense convolution per group (the last case's maps are below the kernel: patches x kernel per group); in
     float64 output and both gradients equal XLA's up to summation order, eager and jit."""
-    from fer_jax.models import convolution
-
     rng = np.random.default_rng(4)
     cin, cout = 3 * groups, 2 * groups
     x, w = rng.standard_normal((2, size, size + 1, cin)), rng.standard_normal((kernel, kernel, cin // groups, cout))
     dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
 
-    def loss(conv, x, w):
-        y = conv(x, w, (stride, stride), padding, dimension_numbers=dn, feature_group_count=groups)
-        return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
-
     with jax.enable_x64(True):
-        assert "custom_vjp_call" in str(jax.make_jaxpr(functools.partial(loss, convolution.conv_general_dilated))(x, w))
-        for wrap in (lambda f: f, functools.partial(jax.jit, static_argnums=0)):
-            for argnum in (None, 1, 2):
-                ours, ref = (wrap(jax.grad(loss, argnum) if argnum else loss)(conv, x, w)
-                             for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated))
-                np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * max(1.0, float(np.max(np.abs(ref)))))
+        jaxpr = _assert_equals_xla_convolution(x, w, jit=True, window_strides=(stride, stride), padding=padding,
+                                               dimension_numbers=dn, feature_group_count=groups)
+        assert "custom_vjp_call" in jaxpr
 
 
 @pytest.mark.parametrize("shape, kernel, padding", [((2, 9, 10, 6), 7, ((3, 3), (3, 3))),

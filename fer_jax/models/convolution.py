@@ -189,10 +189,10 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Any, pa
         wide = at_least_float32
         if depthwise and (sh, sw) == (1, 1) and max(pt, pb) < kh and max(pl, pr) < kw:
             return depthwise_conv(wide(lhs), wide(rhs[:, :, 0, :]), padding).astype(lhs.dtype)
-        oh, ow = (lhs.shape[1] + pt + pb - kh) // sh + 1, (lhs.shape[2] + pl + pr - kw) // sw + 1
         if feature_group_count > 1 and not depthwise:
             return grouped_conv(wide(lhs), wide(rhs), tuple(window_strides), padding, feature_group_count,
                                 precision).astype(lhs.dtype)
+        oh, ow = (lhs.shape[1] + pt + pb - kh) // sh + 1, (lhs.shape[2] + pl + pr - kw) // sw + 1
         if feature_group_count == 1 and (oh < kh or ow < kw):
             return patch_conv(wide(lhs), wide(rhs), tuple(window_strides), padding, precision).astype(lhs.dtype)
     return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
