@@ -239,6 +239,16 @@ def test_gelu_is_the_exact_gelu():
     assert layers.gelu(jnp.ones(3, jnp.bfloat16)).dtype == jnp.bfloat16
 
 
+def _torch_max_pool(x: np.ndarray, g: np.ndarray, window: int, stride: int, padding: int):
+    """torch's max_pool2d of NHWC `x` and its input gradient for the output gradient `g`, both NHWC."""
+    import torch
+
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    yt = torch.nn.functional.max_pool2d(xt, window, stride, padding)
+    yt.backward(torch.from_numpy(g.transpose(0, 3, 1, 2).copy()))
+    return yt.detach().numpy().transpose(0, 2, 3, 1), xt.grad.numpy().transpose(0, 2, 3, 1)
+
+
 @pytest.mark.parametrize("window, stride, padding, size", [(3, 2, 1, 9), (3, 2, 1, 12), (2, 2, 0, 8), (3, 1, 1, 6)])
 def test_max_pool_gradient_goes_to_torchs_first_maximum(window, stride, padding, size):
     """`layers.max_pool_torch` and its own gradient against torch's max_pool2d in float64, on inputs with tied
@@ -254,16 +264,14 @@ def test_max_pool_gradient_goes_to_torchs_first_maximum(window, stride, padding,
         g = rng.standard_normal(y.shape)
         (dx,) = vjp(jnp.asarray(g))
         dx_jit = jax.jit(jax.grad(lambda v: jnp.vdot(layers.max_pool_torch(v, window, stride, padding), g)))(x)
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
-    yt = torch.nn.functional.max_pool2d(xt, window, stride, padding)
-    yt.backward(torch.from_numpy(g.transpose(0, 3, 1, 2).copy()))
-    theirs = xt.grad.numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))
+    y_torch, theirs = _torch_max_pool(x, g, window, stride, padding)
+    np.testing.assert_array_equal(y, y_torch)
     # a position in overlapping windows sums their gradients, in another order than torch: float64 rounding only
     np.testing.assert_allclose(dx, theirs, rtol=0, atol=1e-13)
     np.testing.assert_allclose(dx_jit, theirs, rtol=0, atol=1e-13)
     # the inputs do tie: routing every window to its last maximum would differ from torch
-    windows = torch.nn.functional.unfold(torch.nn.functional.pad(xt.detach(), (padding,) * 4, value=-np.inf),
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    windows = torch.nn.functional.unfold(torch.nn.functional.pad(xt, (padding,) * 4, value=-np.inf),
                                          window, stride=stride)
     assert ((windows == windows.max(dim=1, keepdim=True).values).sum(dim=1) > 1).any()
 
@@ -301,9 +309,32 @@ def test_max_pool_with_nan_follows_torch():
     with jax.enable_x64(True):
         y, vjp = jax.vjp(lambda v: layers.max_pool_torch(v, 2, 2, 0), jnp.asarray(x))
         (dx,) = vjp(jnp.asarray(g))
-    xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
-    yt = torch.nn.functional.max_pool2d(xt, 2, 2, 0)
-    yt.backward(torch.from_numpy(g.transpose(0, 3, 1, 2).copy()))
-    np.testing.assert_array_equal(y, yt.detach().numpy().transpose(0, 2, 3, 1))  # NaN where torch has NaN
-    np.testing.assert_array_equal(dx, xt.grad.numpy().transpose(0, 2, 3, 1))
+    y_torch, dx_torch = _torch_max_pool(x, g, 2, 2, 0)
+    np.testing.assert_array_equal(y, y_torch)  # NaN where torch has NaN
+    np.testing.assert_array_equal(dx, dx_torch)
     assert np.isnan(np.asarray(y)).sum() == 2 and dx[0, 1, 0, 0] == g[0, 0, 0, 0] and dx[0, 0, 1, 0] == 0
+
+
+def test_max_pool_of_minus_infinity_follows_torch():
+    """A window whose input values are all -inf has the output -inf, and torch sends its gradient to the
+    window's first tap inside the input (its search starts there, at -inf): at a border, where the window's
+    first tap is padding, and inside the map."""
+    from fer_jax.models import layers
+
+    x = np.random.default_rng(5).standard_normal((1, 7, 7, 3))
+    x[0, 0:2, 0:2, 0] = -np.inf  # all the input of the corner window (3, stride 2, padding 1)
+    x[0, 3:6, 3:6, 1] = -np.inf  # the window at (2, 2) and parts of its neighbours
+    x[0, 0:2, 3:6, 2] = x[0, 3:6, 0:2, 2] = -np.inf  # the windows at (0, 2), top, and (2, 0), left
+    g = np.random.default_rng(6).standard_normal((1, 4, 4, 3))
+    with jax.enable_x64(True):
+        y, vjp = jax.vjp(lambda v: layers.max_pool_torch(v, 3, 2, 1), jnp.asarray(x))
+        (dx,) = vjp(jnp.asarray(g))
+        dx_jit = jax.jit(jax.grad(lambda v: jnp.vdot(layers.max_pool_torch(v, 3, 2, 1), g)))(x)
+    y_torch, dx_torch = _torch_max_pool(x, g, 3, 2, 1)
+    np.testing.assert_array_equal(y, y_torch)
+    assert y[0, 0, 0, 0] == y[0, 2, 2, 1] == y[0, 0, 2, 2] == y[0, 2, 0, 2] == -np.inf
+    # a position in overlapping windows sums their gradients, in another order than torch: float64 rounding only
+    np.testing.assert_allclose(dx, dx_torch, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(dx_jit, dx_torch, rtol=0, atol=1e-13)
+    assert dx[0, 0, 0, 0] == g[0, 0, 0, 0] and dx[0, 3, 3, 1] == g[0, 2, 2, 1]
+    assert dx[0, 0, 3, 2] == g[0, 0, 2, 2] and dx[0, 3, 0, 2] == g[0, 2, 0, 2]

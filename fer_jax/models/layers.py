@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from jax import lax
 
@@ -163,6 +164,16 @@ def _max_pool_taps(x: jax.Array, window: int, stride: int, padding: int) -> tupl
             continue
         take = (tap > best) | jnp.isnan(tap)
         best, first = jnp.where(take, tap, best), jnp.where(take, jnp.asarray(k, first.dtype), first)
+    # torch starts each window's search at -inf with its first tap inside the input, so a window whose input
+    # values are all -inf sends its gradient there. Only windows at the top or left border (tap 0 in the
+    # padding) differ from the search above, which starts at tap 0; fixing just those strips keeps the
+    # search free of per-element index arithmetic (a 3x3 pool in DAN's train step: +24 ms otherwise)
+    rows, cols = (np.maximum(padding - stride * np.arange(size), 0) for size in first.shape[1:3])
+    inside = (rows[:, None] * window + cols[None, :]).astype(first.dtype)[None, :, :, None]
+    top, left = int(np.count_nonzero(rows)), int(np.count_nonzero(cols))
+    for region in ((slice(None), slice(0, top)), (slice(None), slice(top, None), slice(0, left))):
+        if first[region].size:
+            first = first.at[region].set(jnp.where(best[region] == -jnp.inf, inside[region], first[region]))
     return best, first
 
 
