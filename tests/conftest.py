@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 # Tests run on the CPU; simulated multi-device tests set their own XLA_FLAGS in a subprocess.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
@@ -41,3 +43,22 @@ def pytest_collection_modifyitems(config, items):
     assert not missing, f"LONGEST_FIRST names files that do not exist: {missing}"
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(os.path.relpath(item.path, tests).replace(os.sep, "/"), len(rank)))
+
+
+def _seed_torch() -> None:
+    """Every test, and every module's fixtures, start from the same torch global RNG state: reference models
+    draw their default initialisation from it, and `torch_helpers.randomize` keeps that scale, so without this
+    a test's weights would differ from run to run and with the order xdist hands out the files."""
+    import torch
+
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _seed_torch_for_module_fixtures():
+    _seed_torch()  # autouse fixtures come first within their scope: before the module's own fixtures
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch_for_each_test():
+    _seed_torch()

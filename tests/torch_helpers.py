@@ -14,7 +14,8 @@ from porting import reference
 
 def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: int = 8,
               inputs: tuple[torch.Tensor, ...] | None = None) -> torch.nn.Module:
-    """Random weights *and* non-trivial BatchNorm state.
+    """Random weights *and* non-trivial BatchNorm state, from `seed` and the scale of the weights `model` was
+    built with (drawn from torch's global RNG, which tests/conftest.py seeds before every test).
 
     Affine BN parameters are drawn around (1, 0); running statistics are first calibrated on a random
     batch (`inputs` to the model's forward, by default one NCHW image batch) so eval-mode activations have
