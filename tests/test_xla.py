@@ -299,8 +299,6 @@ def test_max_pool_gradient_routing_survives_fusion():
 def test_max_pool_with_nan_follows_torch():
     """A NaN is a maximum by torch's rule (greater, or NaN): the window's output is NaN and its gradient goes to
     the window's last NaN, as torch's max_pool2d sends it."""
-    import torch
-
     from fer_jax.models import layers
 
     x = np.random.default_rng(3).standard_normal((1, 6, 6, 2))
