@@ -83,7 +83,7 @@ def test_train_options_leave_donated_parameters_uncopied():
         for _ in range(3):
             state = compiled(state, x)
         results.append(jax.tree.leaves(state))
-    assert copies[0] >= 1 and copies[1] == 0, copies  # XLA's default copies here, and the train options do not
+    assert copies[0] >= 1 and copies[1] == 0, copies  # without region analysis XLA copies here, with it not
     for ours, ref in zip(results[1], results[0]):
         np.testing.assert_array_equal(ours, ref)
 
