@@ -7,7 +7,7 @@ from typing import Any
 
 from flax import linen as nn
 
-from fer_jax.models import convnext, dan, emotion_fan, faer, feratt, mftn, preact_resnet
+from fer_jax.models import convnext, dan, emotion_fan, feratt, mftn
 from fer_jax.models.contract import FacePreprocess, InitRule, ModelSpec, VideoMethods, View, frames_example, output, sum_of
 from fer_jax.models.convnext import ConvNeXt
 from fer_jax.models.dan import DAN
