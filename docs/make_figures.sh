@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the README's example figures (docs/figures/) with the project's own commands, from synthetic
-# data (and scikit-image's astronaut photograph for face finding): 12 minutes on 2 CPU cores.
+# data (and scikit-image's astronaut photograph for face finding): about 8 minutes on 2 CPU cores.
 #
 #     bash docs/make_figures.sh [WORKDIR]        # default runs/figures; needs the test extra (scikit-image)
 #
