@@ -20,7 +20,6 @@ from typing import Any
 
 import jax
 import numpy as np
-from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -75,7 +74,12 @@ class DataParallel:
         if self.mode == "jit":
             return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self._repl, np.asarray(a)),
                                 host_state)
-        return jax_utils.replicate(host_state)
+        # One copy a local device, in the layout pmap gives its outputs (`self._local`): placed another way
+        # (`jax_utils.replicate` names its own mesh axis), the second step's state, a pmap output, would
+        # not match the first's and pmap would compile the whole step again.
+        n = jax.local_device_count()
+        return jax.tree.map(lambda a: jax.device_put(np.broadcast_to(np.asarray(a), (n, *np.shape(a))), self._local),
+                            host_state)
 
     def get_state(self, state: Any) -> Any:
         """Device state -> host numpy (one replica)."""

@@ -98,3 +98,32 @@ def test_prefetch_places_batches_ahead_in_order(mode):
         assert all(isinstance(b["image"], jax.Array) and b["image"].is_fully_addressable for b in got)
         assert [np.asarray(b["image"]).reshape(2, 3)[0, 0] for b in got] == [0, 1, 2, 3, 4]
         assert [np.asarray(b["label"]).ravel().tolist() for b in got] == [[i, -i] for i in range(5)]
+
+
+@pytest.mark.parametrize("mode", ["jit", "pmap"])
+def test_state_placed_once_steps_compile_once(mode):
+    """The state `put_state` places is laid out as the step returns it, so the step compiles once, not once
+    more at the second step (placed with `flax.jax_utils.replicate`, pmap's state did not match its own
+    outputs' layout: every pmap run compiled the whole training step twice)."""
+    import jax
+    import numpy as np
+
+    from fer_jax.train import parallel
+
+    traces = []
+
+    def train_step(state, batch, axis_name):
+        traces.append(1)  # once a trace; a compilation of another layout traces again
+        grad = batch["image"].mean()
+        if axis_name:
+            grad = jax.lax.pmean(grad, axis_name)
+        return {"w": state["w"] - grad, "step": state["step"] + 1}, {"loss": grad}
+
+    n = jax.local_device_count()
+    dp = parallel.DataParallel(mode, train_step, lambda variables, batch, axis_name: batch, 2 * n)
+    state = dp.put_state({"w": np.zeros(3, np.float32), "step": np.int32(0)})
+    for batch in dp.prefetch(({"image": np.full((2 * n, 4), i, np.float32)} for i in range(3)), 1):
+        state, metrics = dp.train(state, batch)
+    host = dp.get_state(state)
+    assert host["step"] == 3 and np.allclose(host["w"], -3.0) and float(metrics["loss"]) == 2.0
+    assert len(traces) == 1
