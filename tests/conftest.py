@@ -8,6 +8,13 @@ import pytest
 
 # Tests run on the CPU; simulated multi-device tests set their own XLA_FLAGS in a subprocess.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# torch's OpenMP threads wait for the next parallel region by spinning (GNU OpenMP's default), and with two
+# xdist workers on two cores each worker's spinning takes CPU from the other's work: four parity and
+# conversion files took 180-182 s with passive waiting against 201-212 s without, in two A/B runs. How
+# threads wait changes no result (the thread count, and so every reduction's split, is the same). It takes
+# effect where torch loads its OpenMP runtime after this line (no test module imports torch before it);
+# subprocesses inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The order in which the two xdist workers take the test files. `--dist loadfile` hands a worker whole files
 # in collection order (`--no-loadscope-reorder` keeps that order instead of xdist's most-tests-first one,
