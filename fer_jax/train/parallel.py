@@ -76,10 +76,10 @@ class DataParallel:
                                 host_state)
         # One copy a local device, in the layout pmap gives its outputs (`self._local`): placed another way
         # (`jax_utils.replicate` names its own mesh axis), the second step's state, a pmap output, would
-        # not match the first's and pmap would compile the whole step again.
+        # not match the first's and pmap would compile the whole step again. `np.stack` copies: on the CPU
+        # `device_put` can alias a numpy array's memory, which must not be the caller's.
         n = jax.local_device_count()
-        return jax.tree.map(lambda a: jax.device_put(np.broadcast_to(np.asarray(a), (n, *np.shape(a))), self._local),
-                            host_state)
+        return jax.tree.map(lambda a: jax.device_put(np.stack([np.asarray(a)] * n), self._local), host_state)
 
     def get_state(self, state: Any) -> Any:
         """Device state -> host numpy (one replica)."""
