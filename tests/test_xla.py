@@ -163,6 +163,40 @@ def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padd
         assert "custom_vjp_call" in jaxpr
 
 
+def _bn_relu_conv_loss(conv, x, w, shift, scale):
+    """A ResNet-like input to a dense convolution (a BatchNorm's affine map, a residual sum and a ReLU) and a
+    weighted sum of its output."""
+    y = conv(jax.nn.relu((x - shift) * scale + x[:, ::-1]), w, (1, 1), ((1, 1), (1, 1)),
+             dimension_numbers=jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC")))
+    return jnp.sum(jnp.sin(y) * jnp.arange(y.size, dtype=y.dtype).reshape(y.shape))
+
+
+def test_dense_convolution_input_is_one_buffer_under_differentiation():
+    """Under differentiation `Conv` computes a dense convolution's input into its own buffer (a conditional),
+    so that XLA's transpose of it for the kernel gradient reads that buffer instead of recomputing the input
+    in its loop; the gradients are bitwise XLA's own, and a forward that is not differentiated is unchanged."""
+    from fer_jax.models import convolution
+
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((4, 10, 10, 8)).astype(np.float32), rng.standard_normal((3, 3, 8, 6)).astype(np.float32)
+    shift, scale = rng.standard_normal(8).astype(np.float32), rng.random(8).astype(np.float32)
+    grads, transposes = [], []
+    for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated):
+        step = xla.jit(jax.grad(functools.partial(_bn_relu_conv_loss, conv), (0, 1)), "train")
+        grads.append(step(x, w, shift, scale))
+        text = step.lower(x, w, shift, scale).compile().as_text()
+        # The fused computations that transpose the input to [C, H, W, N] (C = 8 leads, N = 4 is minor).
+        fused = [c for c in text.split("\n\n") if "transpose(" in c and "f32[8,10,10,4]" in c.splitlines()[0]]
+        transposes.append([c.count("parameter(") for c in fused])
+        assert ("conditional(" in text) == (conv is convolution.conv_general_dilated)
+    assert transposes[0] == [1], transposes  # one operand: the input's buffer
+    assert max(transposes[1]) > 1, transposes  # XLA's own recomputes the input from x, shift and scale
+    for ours, ref in zip(*grads):
+        np.testing.assert_array_equal(ours, ref)
+    forward = xla.jit(functools.partial(_bn_relu_conv_loss, convolution.conv_general_dilated), "eval")
+    assert "conditional(" not in forward.lower(x, w, shift, scale).compile().as_text()
+
+
 @pytest.mark.parametrize("shape, kernel, padding", [((2, 9, 10, 6), 7, ((3, 3), (3, 3))),
                                                    ((3, 4, 5, 4), 3, ((2, 0), (0, 1)))])
 def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):
