@@ -183,8 +183,9 @@ def test_dense_convolution_input_is_one_buffer_under_differentiation():
     grads, transposes = [], []
     for conv in (convolution.conv_general_dilated, jax.lax.conv_general_dilated):
         step = xla.jit(jax.grad(functools.partial(_bn_relu_conv_loss, conv), (0, 1)), "train")
-        grads.append(step(x, w, shift, scale))
-        text = step.lower(x, w, shift, scale).compile().as_text()
+        compiled = step.lower(x, w, shift, scale).compile()  # one compilation: run and read the same program
+        grads.append(compiled(x, w, shift, scale))
+        text = compiled.as_text()
         # The fused computations that transpose the input to [C, H, W, N] (C = 8 leads, N = 4 is minor).
         fused = [c for c in text.split("\n\n") if "transpose(" in c and "f32[8,10,10,4]" in c.splitlines()[0]]
         transposes.append([c.count("parameter(") for c in fused])
