@@ -163,6 +163,25 @@ def test_grouped_convolution_equals_xla_convolution(groups, kernel, stride, padd
         assert "custom_vjp_call" in jaxpr
 
 
+@pytest.mark.parametrize("padding, kernel, stride, size", [("VALID", 4, 4, 16), ("VALID", 2, 2, 6), ("SAME", 3, 2, 7),
+                                                          ("VALID", 4, 4, 8)])
+def test_string_padding_takes_the_cpu_paths(padding, kernel, stride, size):
+    """"VALID" / "SAME" (ConvNeXt's stem and downsampling) become XLA's own explicit pairs, so that such a
+    convolution takes `Conv`'s paths as well: the buffer for a dense one (first three cases), patches x kernel
+    for a map below the kernel (the last); output and both gradients equal XLA's in float64."""
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((2, size, size, 3)), rng.standard_normal((kernel, kernel, 3, 4))
+    dn = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+
+    with jax.enable_x64(True):
+        jaxpr = _assert_equals_xla_convolution(x, w, window_strides=(stride, stride), padding=padding,
+                                               dimension_numbers=dn)
+    if size // stride < kernel:
+        assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
+    else:
+        assert "conv_general_dilated" in jaxpr and "custom_vjp_call" in jaxpr
+
+
 def _bn_relu_conv_loss(conv, x, w, shift, scale):
     """A ResNet-like input to a dense convolution (a BatchNorm's affine map, a residual sum and a ReLU) and a
     weighted sum of its output."""
