@@ -44,29 +44,15 @@ def random_fan(at_type: str, seed: int = 0, size: int = SIZE) -> reference.ResNe
 
     Unlike torch_helpers.randomize (which serves the generic harness, test_parity_models.py, with re-drawn
     weights and a calibration through the training forward), the weights here are torch's default init under
-    a fixed seed and the calibration runs the first level; BN affine parameters are drawn around (1, 0);
-    running statistics are calibrated by a train-mode first-level pass, then perturbed away from any
-    batch statistics; `num_batches_tracked` gets distinct counts.
+    a fixed seed, and `torch_helpers.calibrate_batchnorm` calibrates the running statistics by a train-mode
+    pass of the first level.
     """
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = reference.ResNetAT(NUM_CLASS, at_type)
     g = torch.Generator().manual_seed(seed + 100)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    with torch.no_grad():
-        for bn in bns:
-            bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
-            bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))
-            bn.momentum = None  # cumulative average: one pass sets the running stats to that batch's
-            bn.reset_running_stats()
-        model.train()
-        model(torch.rand(8, 3, size, size, generator=g), phrase="eval")  # first level
-        for i, bn in enumerate(bns):
-            bn.momentum = 0.1
-            bn.running_mean.add_(0.1 * torch.randn(bn.running_mean.shape, generator=g) * bn.running_var.sqrt())
-            bn.running_var.mul_(torch.rand(bn.running_var.shape, generator=g) * 0.6 + 0.7)
-            bn.num_batches_tracked.fill_(1000 + 7 * i)
-    return model.eval()
+    return torch_helpers.calibrate_batchnorm(
+        model, g, lambda: model(torch.rand(8, 3, size, size, generator=g), phrase="eval"))  # first level
 
 
 def convert(tmodel: reference.ResNetAT, dtype, size: int = SIZE):

@@ -17,24 +17,32 @@ def randomize(model: torch.nn.Module, seed: int, image_size: int = 64, batch: in
     """Random weights *and* non-trivial BatchNorm state, from `seed` and the scale of the weights `model` was
     built with (drawn from torch's global RNG, which tests/conftest.py seeds before every test).
 
-    Affine BN parameters are drawn around (1, 0); running statistics are first calibrated on a random
-    batch (`inputs` to the model's forward, by default one NCHW image batch) so eval-mode activations have
-    a realistic scale, then perturbed so that they differ from any batch statistics; `num_batches_tracked`
-    gets distinct counts.
+    The weights are re-drawn at their init scale; then `calibrate_batchnorm` runs `inputs` through the model's
+    forward (by default one NCHW image batch drawn after the BatchNorm parameters).
     """
     g = torch.Generator().manual_seed(seed)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     with torch.no_grad():
         for p in model.parameters():  # re-draw from the default init scale, seeded
             scale = (p.std() if p.numel() > 1 else p.abs().sum()).clamp(min=1e-3)  # a 1-element bias has no std
             p.copy_(torch.randn(p.shape, generator=g) * scale + 0.01 * torch.randn(p.shape, generator=g))
+    return calibrate_batchnorm(model, g, lambda: model(
+        *(inputs if inputs is not None else (torch.randn(batch, 3, image_size, image_size, generator=g),))))
+
+
+def calibrate_batchnorm(model: torch.nn.Module, g: torch.Generator, forward) -> torch.nn.Module:
+    """Non-trivial BatchNorm state from `g`: affine parameters drawn around (1, 0); running statistics first
+    calibrated by `forward()` in train mode (so that eval-mode activations have a realistic scale), then
+    perturbed so that they differ from any batch statistics; `num_batches_tracked` gets distinct counts.
+    Returns the model in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    with torch.no_grad():
         for bn in bns:
             bn.weight.copy_(torch.rand(bn.weight.shape, generator=g) + 0.5)
             bn.bias.copy_(0.2 * torch.randn(bn.bias.shape, generator=g))
             bn.momentum = None  # cumulative average: one pass sets running stats to that batch's statistics
             bn.reset_running_stats()
         model.train()
-        model(*(inputs if inputs is not None else (torch.randn(batch, 3, image_size, image_size, generator=g),)))
+        forward()
         for i, bn in enumerate(bns):
             bn.momentum = 0.1
             bn.running_mean.add_(0.1 * torch.randn(bn.running_mean.shape, generator=g) * bn.running_var.sqrt())
