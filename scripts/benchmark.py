@@ -137,7 +137,7 @@ def device_peak(device: Any) -> tuple[float, str]:
     A CPU's peak is the best measured float32 2048-square matrix-product rate, XLA's or torch's (the clock the
     cores run at is not visible here, and the nominal figure from the base clock is below what they reach: on the
     2-core Intel Xeon of this project, 2 x 2.6 GHz x 64 FLOP/cycle = 333 GFLOP/s, while torch's product ran at
-    389 and XLA's at 301-311, 2026-12-06).
+    354-389 GFLOP/s and XLA's at 262-311 on 2026-12-06).
     """
     if _PEAK.value:
         return _PEAK.value * 1e12, "--peak_tflops"
