@@ -91,43 +91,35 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
 # --- machine --------------------------------------------------------------------------------------------
 
 
-def matmul_rate(n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of XLA's float32 n x n matrix product on the default device (median of `reps`)."""
+def matmul_rates(n: int = 2048, reps: int = 5) -> dict[str, float]:
+    """FLOP/s of XLA's float32 n x n matrix product on the default device and of torch's on the CPU (with the
+    threads torch has), each the median of `reps` after one warm-up call."""
     import jax
     import jax.numpy as jnp
-
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    jax.block_until_ready(f(a))
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(f(a))
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times)
-
-
-def torch_matmul_rate(n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of torch's float32 n x n matrix product on the CPU, with the threads torch has (median of `reps`)."""
     import torch
 
-    a = torch.ones(n, n)
-    a @ a
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        a @ a
-        times.append(time.perf_counter() - start)
-    return 2 * n ** 3 / statistics.median(times)
+    a, f = jnp.ones((n, n), jnp.float32), jax.jit(lambda a: a @ a)
+    t = torch.ones(n, n)
+    calls = {"XLA": lambda: jax.block_until_ready(f(a)), "torch": lambda: t @ t}
+    rates = {}
+    for name, call in calls.items():
+        call()
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        rates[name] = 2 * n ** 3 / statistics.median(times)
+    return rates
 
 
-def cpu_flops_per_cycle() -> int:
-    """float32 FLOP per cycle and core of the FMA units /proc/cpuinfo implies: 2 pipes x lanes x 2 FLOP, with
-    16 lanes for AVX-512 on Intel (two 512-bit FMA units; some Xeons have one), 8 for AVX2 and for AMD's AVX-512
-    (Zen 4 splits it into 256-bit halves). A nominal figure only: the clock under load is not visible here."""
-    info = open("/proc/cpuinfo").read()
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    lanes = 16 if "avx512f" in flags and "GenuineIntel" in info else 8 if "avx2" in flags else 4
+def cpu_flops_per_cycle(cpuinfo: str) -> int:
+    """float32 FLOP per cycle and core of the FMA units /proc/cpuinfo (its text) implies: 2 pipes x lanes x 2 FLOP,
+    with 16 lanes for AVX-512 on Intel (two 512-bit FMA units; some Xeons have one), 8 for AVX2 and for AMD's
+    AVX-512 (Zen 4 splits it into 256-bit halves). A nominal figure only: the clock under load is not visible here."""
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")),
+                     []))
+    lanes = 16 if "avx512f" in flags and "GenuineIntel" in cpuinfo else 8 if "avx2" in flags else 4
     return 2 * lanes * 2
 
 
@@ -146,11 +138,11 @@ def device_peak(device: Any) -> tuple[float, str]:
         if kind.startswith(prefix):
             return peak, f"{kind}: dense bf16 peak"
     if device.platform == "cpu":
-        cores = len(os.sched_getaffinity(0))
-        mhz = max(float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz"))
-        per_cycle = cpu_flops_per_cycle()
+        cores, cpuinfo = len(os.sched_getaffinity(0)), open("/proc/cpuinfo").read()
+        mhz = max(float(line.split(":")[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz"))
+        per_cycle = cpu_flops_per_cycle(cpuinfo)
         nominal = cores * mhz * 1e6 * per_cycle
-        rates = {"XLA": matmul_rate(), "torch": torch_matmul_rate()}
+        rates = matmul_rates()
         best = max(rates, key=rates.get)
         measured = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
         return rates[best], (f"the best measured float32 2048x2048 matrix product, {best}'s ({measured} GFLOP/s); "
