@@ -217,6 +217,37 @@ def test_dense_convolution_input_is_one_buffer_under_differentiation():
     assert "conditional(" not in forward.lower(x, w, shift, scale).compile().as_text()
 
 
+@pytest.mark.parametrize("shape", [(4, 6, 6, 16), (3, 5, 16), (7, 16)])
+def test_dense_is_flaxs_dense_with_a_two_dimensional_product(shape):
+    """`layers.Dense` gives Flax's `nn.Dense` numbers (float64, outputs and gradients of a loss through it) for
+    inputs of any rank, and its kernel gradient reads the [rows, C] input as it is: XLA's own N-d product
+    first writes a transposed copy of it or of the output gradient ([C, rows] or [C', rows])."""
+    from flax import linen as nn
+
+    from fer_jax.models.layers import Dense
+
+    rows = int(np.prod(shape[:-1]))
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape)
+    results, transposed = [], []
+    for cls in (Dense, nn.Dense):
+        def loss(v, x, cls=cls):
+            return jnp.sum(jnp.tanh(cls(32, param_dtype=x.dtype).apply(v, 2.0 * x)) ** 2)
+
+        with jax.enable_x64(True):
+            module = cls(32, param_dtype=jnp.float64)
+            variables = module.init(jax.random.key(0), x)
+            results.append((module.apply(variables, x), *jax.grad(loss, (0, 1))(variables, x)))
+        x32, v32 = x.astype(np.float32), jax.tree.map(lambda a: np.asarray(a, np.float32), variables)
+        text = xla.jit(jax.grad(loss), "train").lower(v32, x32).compile().as_text()
+        transposed.append(any(f"f32[{c},{rows}]" in text for c in (16, 32)))
+    ours, ref = (jax.tree.leaves(r) for r in results)
+    for a, b in zip(ours, ref):  # the same terms; float64 sums in another order at most
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-13 * np.max(np.abs(b)))
+    assert not transposed[0]
+    assert transposed[1] == (len(shape) > 2)  # a 2-D input is XLA's 2-D product already
+
+
 @pytest.mark.parametrize("shape, kernel, padding", [((2, 9, 10, 6), 7, ((3, 3), (3, 3))),
                                                    ((3, 4, 5, 4), 3, ((2, 0), (0, 1)))])
 def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):

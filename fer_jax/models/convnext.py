@@ -41,7 +41,7 @@ import numpy as np
 from flax import linen as nn
 
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import gelu
+from fer_jax.models.layers import Dense, gelu
 
 # variant -> (blocks per stage, channels per stage); `base` is the one FAER and MFTN-FER use.
 VARIANTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
@@ -145,7 +145,7 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        dense = functools.partial(nn.Dense, kernel_init=weight_init, dtype=self.dtype)
+        dense = functools.partial(Dense, kernel_init=weight_init, dtype=self.dtype)
         y = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.dim,
                  kernel_init=weight_init, dtype=self.dtype, name="dwconv")(x)
         y = layer_norm(self.dtype, "norm")(y)
@@ -240,7 +240,7 @@ class ConvNeXt(nn.Module):
         self.downsample_layers = DownsampleLayers(dims, self.dtype)
         self.stages = Stages(dims, drop_path_rates(depths, self.drop_path_rate), self.dtype)
         self.norm = layer_norm(self.dtype)
-        self.head = nn.Dense(self.num_classes, kernel_init=weight_init, dtype=self.dtype)
+        self.head = Dense(self.num_classes, kernel_init=weight_init, dtype=self.dtype)
 
     def stages_out(self, image: jax.Array, *, train: bool) -> list[jax.Array]:
         """The four stage outputs (downsample i -> stage i), NHWC.

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import BatchNorm, at_least_float32, kaiming_normal_fan_out, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Dense, at_least_float32, kaiming_normal_fan_out, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResNet, child_name
 
 # DAN keeps torchvision's ResNet18 children up to layer4 in `features = Sequential(...)`, so the
@@ -23,7 +23,7 @@ BACKBONE_RENAMES = tuple((n, f"features.{child_name(n, 'sequential')}")
                          for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))
 
 # Head Linears are initialised N(0, 0.001^2) with zero bias (CrossAttentionHead.init_weights).
-_head_linear = functools.partial(nn.Dense, kernel_init=nn.initializers.normal(0.001),
+_head_linear = functools.partial(Dense, kernel_init=nn.initializers.normal(0.001),
                                  bias_init=nn.initializers.zeros)
 
 
@@ -139,6 +139,6 @@ class DAN(nn.Module):
             heads = jax.nn.log_softmax(heads, axis=1)
         self.sow("intermediates", "heads", heads)
         init = torch_linear_init(512)
-        out = nn.Dense(self.num_class, kernel_init=init, bias_init=init, name="fc")(jnp.sum(heads, axis=1))
+        out = Dense(self.num_class, kernel_init=init, bias_init=init, name="fc")(jnp.sum(heads, axis=1))
         out = BatchNorm(axis_name=self.axis_name, name="bn")(out, train=train)
         return out, feat, heads

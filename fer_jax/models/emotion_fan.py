@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Dense, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
 
 AtType = Literal["self", "relation"]
@@ -40,10 +40,10 @@ UPSTREAM_AT_TYPES = {"self": "self-attention", "relation": "self_relation-attent
 UNUSED_HEADS: dict[str, tuple[str, ...]] = {"self": ("beta", "pred_fc2"), "relation": ("pred_fc1",)}
 
 
-def _linear(features: int, fan_in: int, dtype: Any, name: str | None = None) -> nn.Dense:
+def _linear(features: int, fan_in: int, dtype: Any, name: str | None = None) -> Dense:
     """torch.nn.Linear with its default initialisation (named by its attribute when made in `setup`)."""
     init = torch_linear_init(fan_in)
-    return nn.Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)
+    return Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)
 
 
 class AttentionScore(nn.Module):

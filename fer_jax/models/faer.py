@@ -20,7 +20,7 @@ from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, variant_config, weight_init
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import gelu, softmax
+from fer_jax.models.layers import Dense, gelu, softmax
 
 CC_LN_EPS = 1e-5  # CC attention's nn.LayerNorm(dim) keeps torch's default epsilon (ConvNeXt's are 1e-6)
 
@@ -34,7 +34,7 @@ class Mlp(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        dense = functools.partial(nn.Dense, kernel_init=weight_init, dtype=self.dtype)
+        dense = functools.partial(Dense, kernel_init=weight_init, dtype=self.dtype)
         return dense(self.dim, name="2")(gelu(dense(self.hidden, name="0")(x)))
 
 
@@ -62,7 +62,7 @@ class CCAttention(nn.Module):
         b, h, w, c = x.shape
         if c != self.dim:
             raise ValueError(f"CCAttention(dim={self.dim}) got {c} channels")
-        value = nn.Dense(self.dim, kernel_init=weight_init, dtype=self.dtype, name="value")(x)
+        value = Dense(self.dim, kernel_init=weight_init, dtype=self.dtype, name="value")(x)
         key = Mlp(self.dim, self.dim // self.reduction, self.dtype, name="mlp")(x)
         key = key * jnp.mean(x, axis=(1, 2), keepdims=True).astype(key.dtype)
         query = Conv(self.dim, (7, 7), padding=((3, 3), (3, 3)), feature_group_count=self.groups,

@@ -27,7 +27,7 @@ from flax import linen as nn
 
 from fer_jax.models.contract import FacePreprocess, InitRule, View
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Dense, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 from fer_jax.models.preact_resnet import PreActResNet18, torch_conv
 from fer_jax.models.resnet import STAGE_SIZES, ResLayer
 
@@ -141,7 +141,7 @@ class Encoder(nn.Module):
                                    name=f"layer{k}")(stages[-1], train=train))
         if self.is_initializing():
             init = torch_linear_init(512)
-            nn.Dense(1000, kernel_init=init, bias_init=init, dtype=self.dtype, name="fc")(
+            Dense(1000, kernel_init=init, bias_init=init, dtype=self.dtype, name="fc")(
                 jnp.zeros((1, 512), stages[-1].dtype))
         return tuple(stages)
 

@@ -29,7 +29,7 @@ from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import gelu, softmax, torch_linear_init
+from fer_jax.models.layers import Dense, gelu, softmax, torch_linear_init
 
 MSTN_DEPTHS = (3, 2, 1)  # blocks over the stage-2, -3 and -4 tokens
 FUSE_DIM = 512
@@ -43,9 +43,9 @@ head_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=10
 
 
 def _dense(features: int, fan_in: int, *, use_bias: bool = True, dtype: Any = None, name: str | None = None,
-           kernel_init=None) -> nn.Dense:
+           kernel_init=None) -> Dense:
     init = torch_linear_init(fan_in)
-    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init or init, bias_init=init, dtype=dtype,
+    return Dense(features, use_bias=use_bias, kernel_init=kernel_init or init, bias_init=init, dtype=dtype,
                     name=name)
 
 

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import BatchNorm, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Dense, torch_linear_init
 from fer_jax.models.resnet import ResLayer
 
 # Blocks per layer of preactresnet18 (the only depth FERAtt builds).
@@ -38,10 +38,10 @@ def torch_conv(features: int, kernel: int, in_features: int, *, stride: int = 1,
                 use_bias=use_bias, kernel_init=init, bias_init=init, dtype=dtype, name=name)
 
 
-def torch_dense(features: int, in_features: int, dtype: Any = None, name: str | None = None) -> nn.Dense:
+def torch_dense(features: int, in_features: int, dtype: Any = None, name: str | None = None) -> Dense:
     """torch.nn.Linear with its default init."""
     init = torch_linear_init(in_features)
-    return nn.Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)
+    return Dense(features, kernel_init=init, bias_init=init, dtype=dtype, name=name)
 
 
 class Shortcut(nn.Module):

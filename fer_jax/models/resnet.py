@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convolution import Conv
-from fer_jax.models.layers import BatchNorm, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
+from fer_jax.models.layers import BatchNorm, Dense, kaiming_normal_fan_out, max_pool_torch, torch_linear_init
 
 # The order of torchvision ResNet's children; a Sequential over them names each by its index here.
 TORCHVISION_CHILDREN = (
@@ -142,5 +142,5 @@ class ResNet(nn.Module):
             return x
         pooled = jnp.mean(x, axis=(1, 2))
         init = torch_linear_init(pooled.shape[-1])
-        return nn.Dense(self.num_classes, kernel_init=init, bias_init=init, dtype=self.dtype,
+        return Dense(self.num_classes, kernel_init=init, bias_init=init, dtype=self.dtype,
                         name="fc")(pooled)
