@@ -248,6 +248,29 @@ def test_dense_is_flaxs_dense_with_a_two_dimensional_product(shape):
     assert transposed[1] == (len(shape) > 2)  # a 2-D input is XLA's 2-D product already
 
 
+@pytest.mark.parametrize("kind", ["train", "eval"])
+def test_depthwise_sum_is_computed_once(kind):
+    """A depthwise convolution read by several loops (a ConvNeXt block's LayerNorm: its mean, centring and
+    output) is summed once, into its own buffer, forward and backward: the program slices the padded input
+    once per tap for the forward sum and once per tap for the backward's input-gradient sum, not once per reader."""
+    from fer_jax.models import convolution
+
+    rng = np.random.default_rng(7)
+    x, taps = rng.standard_normal((2, 9, 9, 8)).astype(np.float32), rng.standard_normal((7, 7, 1, 8)).astype(np.float32)
+
+    def loss(x, taps):
+        y = convolution.conv_general_dilated(x, taps, (1, 1), ((3, 3), (3, 3)), dimension_numbers=convolution.NHWC,
+                                             feature_group_count=8)
+        centred = y - jnp.mean(y, axis=-1, keepdims=True)
+        return jnp.sum(jnp.sin(centred) * y)
+
+    fn = jax.grad(loss, 0) if kind == "train" else loss
+    text = xla.jit(fn, kind).lower(x, taps).compile().as_text()
+    sums = 2 if kind == "train" else 1
+    # 48 slices per sum: the centre tap of the symmetric padding reads the unpadded input itself.
+    assert text.count("f32[2,9,9,8]{3,2,1,0} slice(") == sums * 48
+
+
 @pytest.mark.parametrize("shape, kernel, padding", [((2, 9, 10, 6), 7, ((3, 3), (3, 3))),
                                                    ((3, 4, 5, 4), 3, ((2, 0), (0, 1)))])
 def test_depthwise_taps_gradient_forms_agree(shape, kernel, padding):

@@ -85,14 +85,29 @@ def _grouped_bwd(strides, padding, groups, precision, residuals, g):
 grouped_conv.defvjp(_grouped_fwd, _grouped_bwd)
 
 
-def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
-    """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C].
+def _materialized(x: jax.Array) -> jax.Array:
+    """`x` itself, written to its own buffer by a conditional that XLA cannot look through: both branches
+    return `x` (the second as `reduce_precision` to x's own format, an identity that keeps XLA from merging
+    two equal branches; it runs only if x's first element is NaN). XLA's CPU pipeline drops
+    `lax.optimization_barrier` before fusion, so a conditional is what keeps the computation of `x` out of the
+    loops that read it."""
+    first = x.reshape(-1)[0]
+    info = jnp.finfo(x.dtype)
+    return lax.cond(first == first, lambda y: y,
+                    lambda y: lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant), x)
 
-    A float32 sum ends in `reduce_precision` to float32's own format, which is the identity. It is there
-    because YNNPACK's fusions do not take it: with fer-jax's training options XLA otherwise pulls the adds
-    into the YNNPACK fusion of the LayerNorm's reduction after them, which writes every shifted copy and every
-    broadcast tap to memory first (ConvNeXt block, 8 x 56x56 x 128, forward and backward: 449 -> 345 ms; the
-    whole ConvNeXt-base gradient at batch 8: 7.2 -> 6.7 s). It stays one loop fusion instead.
+
+def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], ...]) -> jax.Array:
+    """sum_ij pad(x)[:, i:i+H', j:j+W', :] * taps[i, j]: a stride-1 depthwise correlation, taps [kh, kw, C],
+    written to its own buffer (`_materialized`).
+
+    The buffer is what keeps the sum computed once. As a plain expression, XLA's CPU fusion copies the 49-term
+    sum into every loop that reads it: in ConvNeXt's train step, the LayerNorm's centring and output, the
+    dwconv's bias, and six loops of the backward pass each recomputed it from the padded input (nine copies of
+    the sum per block); a float32 sum ending in `reduce_precision` (the identity) only kept it out of the
+    YNNPACK fusion of the LayerNorm's reduction. Interleaved A/B, batch 8 (2026-12-06), train step / evaluation:
+    ConvNeXt-base 4941 -> 4517 / 1109 -> 963 ms, FAER 5159 -> 4708 / 1177 -> 1018 ms, MFTN-FER 11642 -> 10333 /
+    1353 -> 1165 ms.
     """
     kh, kw = taps.shape[:2]
     x = jnp.pad(x, ((0, 0), *padding, (0, 0)))
@@ -102,7 +117,7 @@ def _shifted_sum(x: jax.Array, taps: jax.Array, padding: tuple[tuple[int, int], 
         for j in range(kw):
             term = x[:, i:i + oh, j:j + ow, :] * taps[i, j]
             out = term if out is None else out + term
-    return lax.reduce_precision(out, exponent_bits=8, mantissa_bits=23) if out.dtype == jnp.float32 else out
+    return _materialized(out)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -160,18 +175,6 @@ def _taps_grad_reductions(xp: jax.Array, g: jax.Array) -> jax.Array:
 
 
 depthwise_conv.defvjp(_depthwise_fwd, _depthwise_bwd)
-
-
-def _materialized(x: jax.Array) -> jax.Array:
-    """`x` itself, written to its own buffer by a conditional that XLA cannot look through: both branches
-    return `x` (the second as `reduce_precision` to x's own format, an identity that keeps XLA from merging
-    two equal branches; it runs only if x's first element is NaN). XLA's CPU pipeline drops
-    `lax.optimization_barrier` before fusion, so a conditional is what keeps the computation of `x` out of the
-    loops that read it."""
-    first = x.reshape(-1)[0]
-    info = jnp.finfo(x.dtype)
-    return lax.cond(first == first, lambda y: y,
-                    lambda y: lax.reduce_precision(y, exponent_bits=info.nexp, mantissa_bits=info.nmant), x)
 
 
 @jax.custom_vjp
