@@ -46,7 +46,7 @@ def _dense(features: int, fan_in: int, *, use_bias: bool = True, dtype: Any = No
            kernel_init=None) -> Dense:
     init = torch_linear_init(fan_in)
     return Dense(features, use_bias=use_bias, kernel_init=kernel_init or init, bias_init=init, dtype=dtype,
-                    name=name)
+                 name=name)
 
 
 class Query(nn.Module):

@@ -143,4 +143,4 @@ class ResNet(nn.Module):
         pooled = jnp.mean(x, axis=(1, 2))
         init = torch_linear_init(pooled.shape[-1])
         return Dense(self.num_classes, kernel_init=init, bias_init=init, dtype=self.dtype,
-                        name="fc")(pooled)
+                     name="fc")(pooled)
