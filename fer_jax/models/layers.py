@@ -153,8 +153,8 @@ def rows_dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers: Any, pre
 
 
 class Dense(nn.Dense):
-    """`nn.Dense` (same parameters, names and numbers) whose product is 2-D for any input rank
-    (`rows_dot_general`); every network's linear layers are this one."""
+    """`nn.Dense` (same parameters and names; its numbers up to summation order) whose product is 2-D for any
+    input rank (`rows_dot_general`); every network's linear layers are this one."""
 
     dot_general: Any = rows_dot_general
 
