@@ -22,7 +22,9 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
 - the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
   far more than XLA: compare runs only when it is near 0);
 - the system CPU time of each timed step, both sides (mostly page faults: XLA allocates its step's
-  temporaries afresh on every call; see the README's speed section);
+  temporaries afresh on every call; like every script here it runs with huge pages for malloc's blocks,
+  `fer_jax.cli.huge_pages`, and the report names the `GLIBC_TUNABLES` it ran with; see the README's speed
+  section);
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
 
 Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
@@ -437,7 +439,8 @@ def markdown(rows: list[dict], machine: dict) -> str:
     lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
              f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
              f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
-             "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread.", "",
+             "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread; "
+             f"GLIBC_TUNABLES: {machine.get('glibc_tunables') or 'none'} (both sides).", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
              "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -490,7 +493,8 @@ def main(argv: list[str]) -> None:
                "peak": f"device peak of {peak / 1e9:.0f} GFLOP/s ({peak_how})", "peak_flops_per_s": peak,
                "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                "reps": _REPS.value, "turn": _TURN.value, "batch": _BATCH.value,
-               "compute_dtype": _DTYPE.value or "the recipes'"}
+               "compute_dtype": _DTYPE.value or "the recipes'",
+               "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     rows = []
     for label, recipe, overrides in runs:
         config = load_recipe(recipe)
@@ -514,4 +518,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    cli.huge_pages()
     app.run(lambda argv: cli.run_user(lambda: main(argv)), flags_parser=cli.flags_parser([]))

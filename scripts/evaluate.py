@@ -36,4 +36,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    cli.huge_pages()
     app.run(main, flags_parser=cli.flags_parser(["config", "model"]))

@@ -92,4 +92,5 @@ def _line(p, top: int) -> str:
 
 
 if __name__ == "__main__":
+    cli.huge_pages()
     app.run(main, flags_parser=cli.flags_parser(["model"], positional=True))
