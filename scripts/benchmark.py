@@ -23,8 +23,8 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   far more than XLA: compare runs only when it is near 0);
 - the system CPU time of each timed step, both sides (mostly page faults: XLA allocates its step's
   temporaries afresh on every call; like every script here it runs with huge pages for malloc's blocks,
-  `fer_jax.cli.huge_pages`, and the report names the `GLIBC_TUNABLES` it ran with; see the README's speed
-  section);
+  `fer_jax.cli.huge_pages`, and the report names the `GLIBC_TUNABLES` it ran with and counts the kernel's
+  compaction stalls meanwhile, from /proc/vmstat; see the README's speed section);
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
 
 Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
@@ -374,6 +374,21 @@ def interleaved(cases: dict[str, Callable], reps: int, turn: int) -> tuple[dict[
             {k: statistics.median(v) for k, v in system.items()})
 
 
+VMSTAT = ("compact_stall", "thp_fault_alloc", "thp_fault_fallback")
+
+
+def vmstat() -> dict[str, int]:
+    """The kernel's system-wide counters of huge-page faults and of compaction stalls (a fault that waited for
+    the kernel to compact memory into a huge page: on a fragmented machine this can cost more than small pages
+    save); {} where /proc/vmstat is not there."""
+    try:
+        with open("/proc/vmstat") as f:
+            fields = dict(line.split() for line in f if line.strip())
+    except OSError:
+        return {}
+    return {k: int(fields[k]) for k in VMSTAT if k in fields}
+
+
 def with_threads(fn: Callable, n: int) -> Callable:
     import torch
 
@@ -409,12 +424,15 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
             except Exception as e:  # noqa: BLE001 - torch.compile's failures are reported, not fatal
                 info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         with CpuLoad() as load:
+            before = vmstat()
             median, system = interleaved(cases, reps, turn)
+            after = vmstat()
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
          "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median,
-         "system_seconds": system, **info, "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
+         "system_seconds": system, "vmstat": {k: after[k] - before[k] for k in after if k in before}, **info,
+         "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
          "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
     for kind in ("train", "eval"):
         s = median[f"jax_{kind}"]
@@ -436,6 +454,8 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
 def markdown(rows: list[dict], machine: dict) -> str:
     """Two tables: speed against torch, then compute, memory and the input pipeline."""
     mb = 2 ** 20
+    stalls = ", ".join(f"{r['network']} {r['vmstat']['compact_stall']}" for r in rows
+                       if r.get("vmstat", {}).get("compact_stall")) or "none"
     lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
              f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
              f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
@@ -454,9 +474,9 @@ def markdown(rows: list[dict], machine: dict) -> str:
     lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
               "FLOP/s use the same count); train memory: XLA's buffer plan of fer-jax's step (parameters, optimizer "
               "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); system CPU: the kernel's "
-              "time in the process during a step, mostly page faults of memory allocated afresh; the input pipeline "
-              "(the recipe's preprocessing) by worker processes, against the examples/s the fer-jax train step "
-              "consumes.", "",
+              "time in the process during a step, mostly page faults of memory allocated afresh (kernel compaction "
+              f"stalls while timing, system-wide: {stalls}); the input pipeline (the recipe's preprocessing) by "
+              "worker processes, against the examples/s the fer-jax train step consumes.", "",
               "| network | compile s: train / eval | GFLOP: train / eval | fer-jax GFLOP/s: train / eval (% of peak) "
               "| torch GFLOP/s: train / eval | train memory MB | system CPU s per train step: fer-jax / torch "
               "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|---|"]
