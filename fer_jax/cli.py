@@ -23,15 +23,17 @@ THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def huge_pages() -> None:
-    """Restarts this process (`os.execv`, same PID and command line) with glibc's malloc asking the kernel for
-    transparent huge pages for its blocks (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), where that changes
-    anything: Linux with glibc >= 2.35 and THP in `madvise` mode (in `always` mode large blocks get them
-    anyway). Call it first in a script's `if __name__ == "__main__":`, before anything heavy is imported.
+    """Restarts this process (`os.execve`: the same process ID, interpreter options and command line) with
+    glibc's malloc asking the kernel for transparent huge pages for its blocks
+    (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), where that changes anything: Linux with glibc >= 2.35 and THP in
+    `madvise` mode (in `always` mode large blocks get them anyway). Call it first in a script's
+    `if __name__ == "__main__":`, before anything heavy is imported.
 
     Why: XLA's CPU runtime allocates a step's temporaries afresh on every call and glibc returns blocks that
     large to the kernel, so each step faults its temporaries in again, 4 KiB at a time (~113,000 faults per
     DAN train step at batch 8, ~820,000 for ConvNeXt-base); with huge pages 2 MiB at a time. The README's speed
-    section has the measurements. glibc reads the setting only at process start, hence the restart.
+    section has the measurements, and the risk: a fault may wait for the kernel to compact memory into a huge
+    page. glibc reads the setting only at process start, hence the restart.
 
     Left alone: `FER_JAX_HUGE_PAGES=0`; a `GLIBC_TUNABLES` that already names `glibc.malloc.hugetlb` (the
     user's choice, or this function's own restart); a program read from stdin or `-c`.
@@ -40,7 +42,7 @@ def huge_pages() -> None:
     if os.environ.get("FER_JAX_HUGE_PAGES", "1") == "0" or "glibc.malloc.hugetlb" in tunables:
         return
     libc, version = platform.libc_ver()
-    if not sys.platform.startswith("linux") or libc != "glibc" or tuple(map(int, version.split(".")[:2])) < (2, 35):
+    if not sys.platform.startswith("linux") or libc != "glibc" or not _at_least(version, (2, 35)):
         return
     try:
         with open(THP_MODE) as f:
@@ -58,6 +60,13 @@ def huge_pages() -> None:
         os.execve(sys.executable, argv, env)
     except OSError:  # not restartable here: run on without huge pages
         return
+
+
+def _at_least(version: str, minimum: tuple[int, ...]) -> bool:
+    try:
+        return tuple(int(part) for part in version.split(".")[:len(minimum)]) >= minimum
+    except ValueError:
+        return False
 
 
 def flags_parser(required: Sequence[str], positional: bool = False) -> Callable[[list[str]], list[str]]:
