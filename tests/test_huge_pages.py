@@ -27,7 +27,7 @@ def _thp_madvise() -> bool:
             mode = f.read()
     except OSError:
         return False
-    return libc == "glibc" and tuple(map(int, version.split(".")[:2])) >= (2, 35) and "[madvise]" in mode
+    return libc == "glibc" and cli._at_least(version, (2, 35)) and "[madvise]" in mode
 
 
 needs_madvise = pytest.mark.skipif(not _thp_madvise(), reason="huge_pages acts only with glibc >= 2.35 and THP in "
