@@ -41,14 +41,7 @@ def huge_pages() -> None:
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if os.environ.get("FER_JAX_HUGE_PAGES", "1") == "0" or "glibc.malloc.hugetlb" in tunables:
         return
-    libc, version = platform.libc_ver()
-    if not sys.platform.startswith("linux") or libc != "glibc" or not _at_least(version, (2, 35)):
-        return
-    try:
-        with open(THP_MODE) as f:
-            if "[madvise]" not in f.read():
-                return
-    except OSError:
+    if not huge_pages_matter():
         return
     argv = getattr(sys, "orig_argv", None)
     if not sys.executable or not argv or sys.argv[0] in ("", "-", "-c"):
@@ -60,6 +53,18 @@ def huge_pages() -> None:
         os.execve(sys.executable, argv, env)
     except OSError:  # not restartable here: run on without huge pages
         return
+
+
+def huge_pages_matter() -> bool:
+    """Whether glibc's `hugetlb=1` changes anything here: Linux, glibc >= 2.35, THP in `madvise` mode."""
+    libc, version = platform.libc_ver()
+    if not sys.platform.startswith("linux") or libc != "glibc" or not _at_least(version, (2, 35)):
+        return False
+    try:
+        with open(THP_MODE) as f:
+            return "[madvise]" in f.read()
+    except OSError:
+        return False
 
 
 def _at_least(version: str, minimum: tuple[int, ...]) -> bool:

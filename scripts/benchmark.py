@@ -455,12 +455,12 @@ def markdown(rows: list[dict], machine: dict) -> str:
     """Two tables: speed against torch, then compute, memory and the input pipeline."""
     mb = 2 ** 20
     stalls = ", ".join(f"{r['network']} {r['vmstat']['compact_stall']}" for r in rows
-                       if r.get("vmstat", {}).get("compact_stall")) or "none"
+                       if r["vmstat"].get("compact_stall")) or "none"
     lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
              f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
              f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
              "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread; "
-             f"GLIBC_TUNABLES: {machine.get('glibc_tunables') or 'none'} (both sides).", "",
+             f"GLIBC_TUNABLES: {machine['glibc_tunables'] or 'none'} (both sides).", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
              "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -18,20 +17,8 @@ from fer_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = ("train", "evaluate", "predict", "explain", "benchmark")
-
-
-def _thp_madvise() -> bool:
-    libc, version = platform.libc_ver()
-    try:
-        with open(cli.THP_MODE) as f:
-            mode = f.read()
-    except OSError:
-        return False
-    return libc == "glibc" and cli._at_least(version, (2, 35)) and "[madvise]" in mode
-
-
-needs_madvise = pytest.mark.skipif(not _thp_madvise(), reason="huge_pages acts only with glibc >= 2.35 and THP in "
-                                                               "madvise mode")
+needs_madvise = pytest.mark.skipif(not cli.huge_pages_matter(),
+                                   reason="huge_pages acts only with glibc >= 2.35 and THP in madvise mode")
 
 # Prints one `start` line per process image (so a restart shows two, with one PID), then the page faults of
 # four 256 MiB blocks malloc'd, written and freed (glibc maps blocks that large afresh each time).
