@@ -1,6 +1,6 @@
 """Helpers shared by the command-line entry points in scripts/ and porting/: one line for every user
 mistake (a bad flag, a config file that does not load, a `UserError` from the library) and for Ctrl-C,
-quiet library logs, and transparent huge pages for the scripts that run XLA (`huge_pages`).
+quiet library logs, and transparent huge pages, opt-in, for the scripts that run XLA (`huge_pages`).
 
 Exit codes: 2 for a bad command line (and porting's argparse tools), 1 for a `UserError` of the absl
 scripts, 130 for an interrupted run.
@@ -23,23 +23,26 @@ THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 
 def huge_pages() -> None:
-    """Restarts this process (`os.execve`: the same process ID, interpreter options and command line) with
-    glibc's malloc asking the kernel for transparent huge pages for its blocks
+    """With `FER_JAX_HUGE_PAGES=1` (opt-in), restarts this process (`os.execve`: the same process ID, interpreter
+    options and command line) with glibc's malloc asking the kernel for transparent huge pages for its blocks
     (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`), where that changes anything: Linux with glibc >= 2.35 and THP in
     `madvise` mode (in `always` mode large blocks get them anyway). Call it first in a script's
     `if __name__ == "__main__":`, before anything heavy is imported.
 
     Why: XLA's CPU runtime allocates a step's temporaries afresh on every call and glibc returns blocks that
     large to the kernel, so each step faults its temporaries in again, 4 KiB at a time (~113,000 faults per
-    DAN train step at batch 8, ~820,000 for ConvNeXt-base); with huge pages 2 MiB at a time. The README's speed
-    section has the measurements, and the risk: a fault may wait for the kernel to compact memory into a huge
-    page. glibc reads the setting only at process start, hence the restart.
+    DAN train step at batch 8, ~820,000 for ConvNeXt-base); with huge pages 2 MiB at a time. glibc reads the
+    setting only at process start, hence the restart. Why not by default: the kernel still clears every page it
+    hands out, and on the virtual machine this was measured on (free page reporting to its host) 2 MiB pages
+    made whole training runs 8-16 % slower on one day, after making train steps up to 12 % faster the day before;
+    the README's speed section has both measurements, and the other risk: a fault may wait for the kernel to
+    compact memory into a huge page.
 
-    Left alone: `FER_JAX_HUGE_PAGES=0`; a `GLIBC_TUNABLES` that already names `glibc.malloc.hugetlb` (the
-    user's choice, or this function's own restart); a program read from stdin or `-c`.
+    Left alone: any `FER_JAX_HUGE_PAGES` other than `1`; a `GLIBC_TUNABLES` that already names
+    `glibc.malloc.hugetlb` (the user's choice, or this function's own restart); a program read from stdin or `-c`.
     """
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if os.environ.get("FER_JAX_HUGE_PAGES", "1") == "0" or "glibc.malloc.hugetlb" in tunables:
+    if os.environ.get("FER_JAX_HUGE_PAGES") != "1" or "glibc.malloc.hugetlb" in tunables:
         return
     if not huge_pages_matter():
         return

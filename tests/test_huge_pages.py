@@ -1,6 +1,6 @@
-"""`fer_jax.cli.huge_pages`: the scripts restart themselves with glibc's malloc asking for transparent huge pages,
-and the setting takes effect (fewer page faults for a large block allocated, touched and freed again and again,
-as XLA does with a step's temporaries)."""
+"""`fer_jax.cli.huge_pages`: with `FER_JAX_HUGE_PAGES=1` the scripts restart themselves with glibc's malloc asking
+for transparent huge pages (by default they do not), and the setting takes effect (fewer page faults for a large
+block allocated, touched and freed again and again, as XLA does with a step's temporaries)."""
 
 from __future__ import annotations
 
@@ -51,12 +51,18 @@ def _probe(tmp_path, **env: str) -> tuple[list[int], dict]:
     return [line["start"] for line in lines[:-1]], lines[-1]
 
 
+def test_off_by_default(tmp_path):
+    for env in ({}, {"FER_JAX_HUGE_PAGES": "0"}, {"FER_JAX_HUGE_PAGES": "yes"}):
+        starts, result = _probe(tmp_path, **env)
+        assert len(starts) == 1 and result["tunables"] is None, env
+
+
 @needs_madvise
-def test_restart_sets_huge_pages_and_cuts_page_faults(tmp_path):
-    starts, on = _probe(tmp_path)
+def test_opt_in_restarts_with_huge_pages_and_cuts_page_faults(tmp_path):
+    starts, on = _probe(tmp_path, FER_JAX_HUGE_PAGES="1")
     assert len(starts) == 2 and starts[0] == starts[1]  # one restart, same process
     assert on["tunables"] == cli.HUGE_PAGES and on["argv"] == ["a b", "--c=d"]
-    starts, off = _probe(tmp_path, FER_JAX_HUGE_PAGES="0")
+    starts, off = _probe(tmp_path)
     assert len(starts) == 1 and off["tunables"] is None
     # 1 GiB touched in 4 KiB pages is ~262,000 faults; in 2 MiB pages ~512 (measured here: 262,148 vs 2,560). The
     # kernel may fall back to small pages when memory is fragmented, so only a clear cut is required.
@@ -65,18 +71,18 @@ def test_restart_sets_huge_pages_and_cuts_page_faults(tmp_path):
 
 @needs_madvise
 def test_other_tunables_are_kept(tmp_path):
-    starts, result = _probe(tmp_path, GLIBC_TUNABLES="glibc.malloc.arena_max=2")
+    starts, result = _probe(tmp_path, FER_JAX_HUGE_PAGES="1", GLIBC_TUNABLES="glibc.malloc.arena_max=2")
     assert len(starts) == 2 and result["tunables"] == f"glibc.malloc.arena_max=2:{cli.HUGE_PAGES}"
 
 
 def test_users_own_setting_wins(tmp_path):
-    starts, result = _probe(tmp_path, GLIBC_TUNABLES="glibc.malloc.hugetlb=0")
+    starts, result = _probe(tmp_path, FER_JAX_HUGE_PAGES="1", GLIBC_TUNABLES="glibc.malloc.hugetlb=0")
     assert len(starts) == 1 and result["tunables"] == "glibc.malloc.hugetlb=0"
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_scripts_restart_first(name):
-    """Every script that runs XLA steps calls `cli.huge_pages()` first in its main block (before app.run
+    """Every script that runs XLA steps calls `cli.huge_pages()` (opt-in) first in its main block (before app.run
     parses flags or anything heavy is imported)."""
     tree = ast.parse(open(os.path.join(ROOT, "scripts", f"{name}.py")).read())
     main = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]

@@ -111,7 +111,7 @@ def test_a_small_run_writes_the_report(tmp_path):
     assert set(row["pipeline_examples_per_s"]) == {"0"} and row["pipeline_examples_per_s"]["0"] > 0
     assert set(row["system_seconds"]) == set(s) and all(v >= 0 for v in row["system_seconds"].values())
     assert report["machine"]["turn"] == 2 and "each the last of 2 calls in a row" in (out / "benchmark.md").read_text()
-    # the huge-pages restart (fer_jax.cli.huge_pages) shows in the report, and the kernel's counters are deltas
+    # the GLIBC_TUNABLES it ran with (huge pages, opt-in: fer_jax.cli.huge_pages) show; the kernel counters are deltas
     tunables = report["machine"]["glibc_tunables"] or "none"
     assert f"GLIBC_TUNABLES: {tunables} (both sides)" in (out / "benchmark.md").read_text()
     assert all(v >= 0 for v in row["vmstat"].values()) and (set(row["vmstat"]) <= set(benchmark.VMSTAT))
