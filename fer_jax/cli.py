@@ -33,10 +33,11 @@ def huge_pages() -> None:
     large to the kernel, so each step faults its temporaries in again, 4 KiB at a time (~113,000 faults per
     DAN train step at batch 8, ~820,000 for ConvNeXt-base); with huge pages 2 MiB at a time. glibc reads the
     setting only at process start, hence the restart. Why not by default: measured here, whole training runs were
-    8-19 % slower with it, the time going to building and compiling the steps (ConvNeXt-base's train step: 32 s
-    without, 54 s with, most of it system time), while the steps themselves gained 0-12 %; the README's speed
-    section has the measurements, and the other risk: a fault may wait for the kernel to compact memory into a
-    huge page.
+    8-19 % slower with it, the time going to building, compiling and first calling the steps (ConvNeXt-base's
+    train step: 32 s without, 54 s with, most of it system time: on this VM a huge page that stayed free for a few
+    seconds costs ~4x more to fault in than small pages), while the steps themselves gained 0-12 %; the README's
+    speed section has the measurements, and the other risk: a fault may wait for the kernel to compact memory into
+    a huge page.
 
     Left alone: any `FER_JAX_HUGE_PAGES` other than `1`; a `GLIBC_TUNABLES` that already names
     `glibc.malloc.hugetlb` (the user's choice, or this function's own restart); a program read from stdin or `-c`.
