@@ -43,9 +43,7 @@ def huge_pages() -> None:
     `glibc.malloc.hugetlb` (the user's choice, or this function's own restart); a program read from stdin or `-c`.
     """
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if os.environ.get("FER_JAX_HUGE_PAGES") != "1" or "glibc.malloc.hugetlb" in tunables:
-        return
-    if not huge_pages_matter():
+    if os.environ.get("FER_JAX_HUGE_PAGES") != "1" or "glibc.malloc.hugetlb" in tunables or not huge_pages_matter():
         return
     argv = getattr(sys, "orig_argv", None)
     if not sys.executable or not argv or sys.argv[0] in ("", "-", "-c"):

@@ -22,8 +22,8 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
 - the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
   far more than XLA: compare runs only when it is near 0);
 - the system CPU time of each timed step, both sides (mostly page faults: XLA allocates its step's
-  temporaries afresh on every call; like every script here it runs with huge pages for malloc's blocks when
-  `FER_JAX_HUGE_PAGES=1`, `fer_jax.cli.huge_pages`, and the report names the `GLIBC_TUNABLES` it ran with and
+  temporaries afresh on every call; with `FER_JAX_HUGE_PAGES=1` it runs, like every script here, with huge
+  pages for malloc's blocks, `fer_jax.cli.huge_pages`; the report names the `GLIBC_TUNABLES` it ran with and
   counts the kernel's compaction stalls meanwhile, from /proc/vmstat; see the README's speed section);
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
 
