@@ -21,10 +21,14 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   rate, or `--peak_tflops`), train memory (XLA's buffer plan of the step);
 - the CPU time other processes used while measuring, in cores (a loaded machine slows torch's 2-thread mode
   far more than XLA: compare runs only when it is near 0);
-- the system CPU time of each timed step, both sides (mostly page faults: XLA allocates its step's
-  temporaries afresh on every call; with `FER_JAX_HUGE_PAGES=1` it runs, like every script here, with huge
-  pages for malloc's blocks, `fer_jax.cli.huge_pages`; the report names the `GLIBC_TUNABLES` it ran with and
-  counts the kernel's compaction stalls meanwhile, from /proc/vmstat; see the README's speed section);
+- the system CPU time of each timed step, both sides (mostly page faults of memory allocated afresh). Like
+  every script here it runs with `fer_jax.cli.keep_memory`: glibc's malloc keeps its heap and jax runs CPU calls
+  on the calling thread, so XLA's step temporaries reuse the pages of the call before. The malloc setting is
+  process-wide, so torch's large tensors reuse pages too (torch's ConvNeXt-base train step gains ~8 % from it,
+  measured in separate processes; the ratios are therefore against a torch helped by it). With
+  `FER_JAX_HUGE_PAGES=1` it also runs with huge pages for malloc's blocks (`fer_jax.cli.huge_pages`). The report
+  names what keep_memory set and the `GLIBC_TUNABLES` it ran with, and counts the kernel's compaction stalls
+  meanwhile, from /proc/vmstat; see the README's speed section;
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
 
 Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
@@ -451,6 +455,13 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
 # --- report ---------------------------------------------------------------------------------------------
 
 
+def kept(machine: dict) -> str:
+    """What `cli.keep_memory` set in this run, in words."""
+    parts = {"malloc": "glibc's malloc keeps its heap", "sync_dispatch": "jax runs CPU calls on the calling thread"}
+    done = [text for name, text in parts.items() if machine.get("keep_memory", {}).get(name)]
+    return ", ".join(done) or "no"
+
+
 def markdown(rows: list[dict], machine: dict) -> str:
     """Two tables: speed against torch, then compute, memory and the input pipeline."""
     mb = 2 ** 20
@@ -460,7 +471,8 @@ def markdown(rows: list[dict], machine: dict) -> str:
              f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
              f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
              "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread; "
-             f"GLIBC_TUNABLES: {machine['glibc_tunables'] or 'none'} (both sides).", "",
+             f"GLIBC_TUNABLES: {machine['glibc_tunables'] or 'none'}; memory kept between calls "
+             f"(fer_jax.cli.keep_memory): {kept(machine)} (both sides).", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
              "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -514,7 +526,7 @@ def main(argv: list[str]) -> None:
                "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                "reps": _REPS.value, "turn": _TURN.value, "batch": _BATCH.value,
                "compute_dtype": _DTYPE.value or "the recipes'",
-               "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+               "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""), "keep_memory": dict(cli.KEPT)}
     rows = []
     for label, recipe, overrides in runs:
         config = load_recipe(recipe)
@@ -539,4 +551,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli.huge_pages()
+    cli.keep_memory()
     app.run(lambda argv: cli.run_user(lambda: main(argv)), flags_parser=cli.flags_parser([]))

@@ -108,4 +108,5 @@ def _summary(record: dict) -> str:
 
 if __name__ == "__main__":
     cli.huge_pages()
+    cli.keep_memory()
     app.run(main, flags_parser=cli.flags_parser(["model"], positional=True))

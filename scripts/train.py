@@ -47,4 +47,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     cli.huge_pages()
+    cli.keep_memory()
     app.run(main, flags_parser=cli.flags_parser(["config", "workdir"]))

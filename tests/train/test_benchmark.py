@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import platform
 import subprocess
 import sys
 
@@ -111,9 +112,12 @@ def test_a_small_run_writes_the_report(tmp_path):
     assert set(row["pipeline_examples_per_s"]) == {"0"} and row["pipeline_examples_per_s"]["0"] > 0
     assert set(row["system_seconds"]) == set(s) and all(v >= 0 for v in row["system_seconds"].values())
     assert report["machine"]["turn"] == 2 and "each the last of 2 calls in a row" in (out / "benchmark.md").read_text()
-    # the GLIBC_TUNABLES it ran with (huge pages, opt-in: fer_jax.cli.huge_pages) show; the kernel counters are deltas
-    tunables = report["machine"]["glibc_tunables"] or "none"
-    assert f"GLIBC_TUNABLES: {tunables} (both sides)" in (out / "benchmark.md").read_text()
+    # the GLIBC_TUNABLES it ran with (huge pages, opt-in: fer_jax.cli.huge_pages) and what cli.keep_memory set show;
+    # the kernel counters are deltas
+    tunables, kept = report["machine"]["glibc_tunables"] or "none", report["machine"]["keep_memory"]
+    assert kept["sync_dispatch"] and kept["malloc"] == (platform.libc_ver()[0] == "glibc")
+    assert (f"GLIBC_TUNABLES: {tunables}; memory kept between calls (fer_jax.cli.keep_memory): "
+            f"{benchmark.kept(report['machine'])} (both sides)") in (out / "benchmark.md").read_text()
     assert all(v >= 0 for v in row["vmstat"].values()) and (set(row["vmstat"]) <= set(benchmark.VMSTAT))
     assert "| resnet18 (fan_afew_baseline:smoke) | 32 px, 2 |" in (out / "benchmark.md").read_text()
 
