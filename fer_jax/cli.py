@@ -45,8 +45,10 @@ def keep_memory() -> dict[str, bool]:
       dispatch they run on XLA's worker threads, whose malloc arenas cannot hold a block above 64 MiB and map it
       afresh whatever the settings. fer-jax's training loop places batches ahead of the step
       (`data.device_prefetch`) and its input pipeline reads in threads of its own, so little is left to overlap.
-    Measured (batch 8, train step, median ms; the README's speed section has the rest): ConvNeXt-base 4,450 ->
-    3,850, MFTN-FER 12,400 -> 9,100; whole `train.py` runs in the README. Results are bitwise the same.
+    Measured (batch 8, train steps back to back, median ms): ConvNeXt-base 4,450 -> 3,850, MFTN-FER 12,400 -> 9,200.
+    The price: the process keeps its peak memory, and once the loop's other allocations have split the first freed
+    block, the heap holds a step's temporaries twice (ConvNeXt-base's `train.py` run: 6.8 -> 10.6 GB), the second
+    growth costing one slow step. The README's speed section has whole runs. Results are bitwise the same.
 
     Left alone: everything with `FER_JAX_KEEP_MEMORY=0`; malloc when the process's `GLIBC_TUNABLES` names one of
     `MALLOC_TUNABLES` (the user's choice) or the C library is not glibc; the dispatch mode when
