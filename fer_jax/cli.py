@@ -21,6 +21,7 @@ from absl import flags, logging
 
 INTERRUPTED = "interrupted; run the same command again"
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
+THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
 # mallopt(3) parameters: trim_threshold -1 never returns the heap's free top to the kernel; mmap_max 0 takes every
 # block from the heap, never from a mapping of its own (glibc maps blocks above 32 MiB, and unmaps them on free).
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
@@ -55,23 +56,21 @@ def keep_memory() -> dict[str, bool]:
     `JAX_CPU_ENABLE_ASYNC_DISPATCH` is set. Only the CPU backend reads the dispatch flag. Returns which of the two
     were set (also kept in `KEPT`).
     """
-    done = KEPT
-    done.update(malloc=False, sync_dispatch=False)
+    KEPT.update(malloc=False, sync_dispatch=False)
     if os.environ.get("FER_JAX_KEEP_MEMORY") == "0":
-        return dict(done)
+        return dict(KEPT)
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" and not any(
             name in tunables for name in MALLOC_TUNABLES):
         mallopt = ctypes.CDLL(None).mallopt
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-        done["malloc"] = bool(mallopt(M_TRIM_THRESHOLD, -1)) & bool(mallopt(M_MMAP_MAX, 0))
+        KEPT["malloc"] = bool(mallopt(M_TRIM_THRESHOLD, -1)) & bool(mallopt(M_MMAP_MAX, 0))
     if ASYNC_DISPATCH not in os.environ:
         import jax
 
         jax.config.update("jax_cpu_enable_async_dispatch", False)
-        done["sync_dispatch"] = True
-    return dict(done)
-THP_MODE = "/sys/kernel/mm/transparent_hugepage/enabled"
+        KEPT["sync_dispatch"] = True
+    return dict(KEPT)
 
 
 def huge_pages() -> None:
