@@ -60,8 +60,7 @@ def keep_memory() -> dict[str, bool]:
     if os.environ.get("FER_JAX_KEEP_MEMORY") == "0":
         return dict(KEPT)
     tunables = os.environ.get("GLIBC_TUNABLES", "")
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc" and not any(
-            name in tunables for name in MALLOC_TUNABLES):
+    if glibc_version() and not any(name in tunables for name in MALLOC_TUNABLES):
         mallopt = ctypes.CDLL(None).mallopt
         mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
         KEPT["malloc"] = bool(mallopt(M_TRIM_THRESHOLD, -1)) & bool(mallopt(M_MMAP_MAX, 0))
@@ -110,14 +109,19 @@ def huge_pages() -> None:
 
 def huge_pages_matter() -> bool:
     """Whether glibc's `hugetlb=1` changes anything here: Linux, glibc >= 2.35, THP in `madvise` mode."""
-    libc, version = platform.libc_ver()
-    if not sys.platform.startswith("linux") or libc != "glibc" or not _at_least(version, (2, 35)):
+    if not _at_least(glibc_version(), (2, 35)):
         return False
     try:
         with open(THP_MODE) as f:
             return "[madvise]" in f.read()
     except OSError:
         return False
+
+
+def glibc_version() -> str:
+    """The C library's version on Linux with glibc ("2.36"); "" elsewhere."""
+    libc, version = platform.libc_ver()
+    return version if sys.platform.startswith("linux") and libc == "glibc" else ""
 
 
 def _at_least(version: str, minimum: tuple[int, ...]) -> bool:

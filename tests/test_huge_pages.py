@@ -83,7 +83,9 @@ def test_users_own_setting_wins(tmp_path):
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_scripts_restart_first(name):
     """Every script that runs XLA steps calls `cli.huge_pages()` (opt-in) first in its main block (before app.run
-    parses flags or anything heavy is imported)."""
+    parses flags or anything heavy is imported), then `cli.keep_memory()` (before jax starts its backend: the
+    dispatch mode is read then; tests/test_keep_memory.py)."""
     tree = ast.parse(open(os.path.join(ROOT, "scripts", f"{name}.py")).read())
     main = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
     assert len(main) == 1 and ast.unparse(main[0].body[0]) == "cli.huge_pages()"
+    assert ast.unparse(main[0].body[1]) == "cli.keep_memory()"

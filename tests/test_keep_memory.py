@@ -1,13 +1,12 @@
 """`fer_jax.cli.keep_memory`: the scripts keep a step's temporaries mapped between calls (glibc's malloc keeps its
 heap, jax runs CPU computations on the calling thread), so a compiled call's second and later runs fault no fresh
-pages in, with bitwise the same results; each part yields to the user's own setting."""
+pages in, with bitwise the same results; each part yields to the user's own setting. That every script calls it,
+right after `cli.huge_pages()`, is checked in tests/test_huge_pages.py."""
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -16,10 +15,7 @@ import pytest
 
 from fer_jax import cli
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPTS = ("train", "evaluate", "predict", "explain", "benchmark")
-needs_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
-                                 reason="the malloc part acts only with glibc on Linux")
+needs_glibc = pytest.mark.skipif(not cli.glibc_version(), reason="the malloc part acts only with glibc on Linux")
 
 # A jitted call whose 64 MiB temporary (x + 1, materialised as a matrix product's operand) is larger than glibc's
 # largest mmap threshold (32 MiB); prints what keep_memory set, the page faults of calls 3-14 and a checksum.
@@ -76,13 +72,3 @@ def test_users_settings_win(probe):
     assert result["done"] == {"malloc": False, "sync_dispatch": False} and result["async"] is True
     result = probe(GLIBC_TUNABLES="glibc.malloc.trim_threshold=1048576")
     assert result["done"] == {"malloc": False, "sync_dispatch": True} and result["async"] is False
-
-
-@pytest.mark.parametrize("name", SCRIPTS)
-def test_scripts_keep_memory_first(name):
-    """Every script that runs XLA steps calls `cli.keep_memory()` right after `cli.huge_pages()`, before app.run
-    parses flags and before jax starts its backend (the dispatch mode is read then)."""
-    tree = ast.parse(open(os.path.join(ROOT, "scripts", f"{name}.py")).read())
-    main = [node for node in tree.body if isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)]
-    assert len(main) == 1 and [ast.unparse(n) for n in main[0].body[:2]] == ["cli.huge_pages()",
-                                                                            "cli.keep_memory()"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import platform
 import subprocess
 import sys
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from fer_jax import models, tasks
+from fer_jax import cli, models, tasks
 from porting.reference import training
 
 spec = importlib.util.spec_from_file_location("benchmark", ROOT / "scripts" / "benchmark.py")
@@ -115,7 +114,7 @@ def test_a_small_run_writes_the_report(tmp_path):
     # the GLIBC_TUNABLES it ran with (huge pages, opt-in: fer_jax.cli.huge_pages) and what cli.keep_memory set show;
     # the kernel counters are deltas
     tunables, kept = report["machine"]["glibc_tunables"] or "none", report["machine"]["keep_memory"]
-    assert kept["sync_dispatch"] and kept["malloc"] == (platform.libc_ver()[0] == "glibc")
+    assert kept["sync_dispatch"] and kept["malloc"] == bool(cli.glibc_version())
     assert (f"GLIBC_TUNABLES: {tunables}; memory kept between calls (fer_jax.cli.keep_memory): "
             f"{benchmark.kept(report['machine'])} (both sides)") in (out / "benchmark.md").read_text()
     assert all(v >= 0 for v in row["vmstat"].values()) and (set(row["vmstat"]) <= set(benchmark.VMSTAT))
