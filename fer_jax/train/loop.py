@@ -191,7 +191,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, log=prin
                    log, start)
         if source is not None:
             run.last_saved = (start, source)
-        result = run.loop(dp.put_state(host), start, record, ctrl_c)
+        state = dp.put_state(host)
+        del host  # the devices hold their own copy; the host's would live as long as the run
+        result = run.loop(state, start, record, ctrl_c)
     return {**result, "start": start, "total": total}
 
 

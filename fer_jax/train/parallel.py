@@ -70,16 +70,26 @@ class DataParallel:
         return AXIS if self.mode == "pmap" else None
 
     def put_state(self, host_state: Any) -> Any:
-        """Host (numpy) state -> replicated on every device."""
+        """Host (numpy) state -> replicated on every device, in memory the runtime owns.
+
+        On the CPU, placing a numpy array aliases its memory when it is aligned (jax 0.10.2:
+        `make_array_from_process_local_data` and `device_put` both do, `may_alias=False` notwithstanding), and a
+        step cannot donate a buffer it does not own: the first train step then wrote its whole new state to
+        fresh memory (ConvNeXt-base: 1036 arrays, 1.0 GB) above its temporaries, which kept the heap from
+        reusing them (`fer_jax.cli.keep_memory`), and the host arrays lived on as the old state. So every
+        placed array is copied once more on its devices (`may_alias=False` does copy a jax array), and the
+        first step donates as every later one does.
+        """
         if self.mode == "jit":
-            return jax.tree.map(lambda a: jax.make_array_from_process_local_data(self._repl, np.asarray(a)),
-                                host_state)
-        # One copy a local device, in the layout pmap gives its outputs (`self._local`): placed another way
-        # (`jax_utils.replicate` names its own mesh axis), the second step's state, a pmap output, would
-        # not match the first's and pmap would compile the whole step again. `np.stack` copies: on the CPU
-        # `device_put` can alias a numpy array's memory, which must not be the caller's.
-        n = jax.local_device_count()
-        return jax.tree.map(lambda a: jax.device_put(np.stack([np.asarray(a)] * n), self._local), host_state)
+            placed = jax.tree.map(lambda a: jax.make_array_from_process_local_data(self._repl, np.asarray(a)),
+                                  host_state)
+        else:
+            # One copy a local device, in the layout pmap gives its outputs (`self._local`): placed another way
+            # (`jax_utils.replicate` names its own mesh axis), the second step's state, a pmap output, would
+            # not match the first's and pmap would compile the whole step again.
+            n = jax.local_device_count()
+            placed = jax.tree.map(lambda a: jax.device_put(np.stack([np.asarray(a)] * n), self._local), host_state)
+        return jax.tree.map(lambda a: jax.device_put(a, a.sharding, may_alias=False), placed)
 
     def get_state(self, state: Any) -> Any:
         """Device state -> host numpy (one replica)."""
