@@ -47,9 +47,10 @@ def keep_memory() -> dict[str, bool]:
       afresh whatever the settings. fer-jax's training loop places batches ahead of the step
       (`data.device_prefetch`) and its input pipeline reads in threads of its own, so little is left to overlap.
     Measured (batch 8, train steps back to back, median ms): ConvNeXt-base 4,450 -> 3,850, MFTN-FER 12,400 -> 9,200.
-    The price: the process keeps its peak memory, and once the loop's other allocations have split the first freed
-    block, the heap holds a step's temporaries twice (ConvNeXt-base's `train.py` run: 6.8 -> 10.6 GB), the second
-    growth costing one slow step. The README's speed section has whole runs. Results are bitwise the same.
+    The price: the process keeps its peak memory (ConvNeXt-base's `train.py` run, 16 steps and an evaluation:
+    6.5 -> 7.6 GB). That holds while every step donates its state; one that does not writes its new state above
+    its temporaries, and the next block of that size grows the heap again (`parallel.DataParallel.put_state` says
+    why the first step could not). The README's speed section has whole runs. Results are bitwise the same.
 
     Left alone: everything with `FER_JAX_KEEP_MEMORY=0`; malloc when the process's `GLIBC_TUNABLES` names one of
     `MALLOC_TUNABLES` (the user's choice) or the C library is not glibc; the dispatch mode when
