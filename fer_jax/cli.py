@@ -47,10 +47,11 @@ def keep_memory() -> dict[str, bool]:
       afresh whatever the settings. fer-jax's training loop places batches ahead of the step
       (`data.device_prefetch`) and its input pipeline reads in threads of its own, so little is left to overlap.
     Measured (batch 8, train steps back to back, median ms): ConvNeXt-base 4,450 -> 3,850, MFTN-FER 12,400 -> 9,200.
-    The price: the process keeps its peak memory (ConvNeXt-base's `train.py` run, 16 steps and an evaluation:
-    6.5 -> 7.6 GB). That holds while every step donates its state; one that does not writes its new state above
-    its temporaries, and the next block of that size grows the heap again (`parallel.DataParallel.put_state` says
-    why the first step could not). The README's speed section has whole runs. Results are bitwise the same.
+    The price: the process keeps its peak memory, and the heap grows again when a step's block no longer fits where
+    the last one was: when a step does not donate its state (`parallel.DataParallel.put_state` says why the first
+    one could not) or an allocation made between steps is still alive (an asynchronous checkpoint save being
+    written). ConvNeXt-base's `train.py` run peaked at 7.6 GB instead of 6.5 over one epoch, and at 7.4-11.7
+    instead of 8.7 over two. The README's speed section has whole runs. Results are bitwise the same.
 
     Left alone: everything with `FER_JAX_KEEP_MEMORY=0`; malloc when the process's `GLIBC_TUNABLES` names one of
     `MALLOC_TUNABLES` (the user's choice) or the C library is not glibc; the dispatch mode when
