@@ -204,7 +204,7 @@ class ReluBranches:
     against torch's 1.8e-5, while every tensor that does not depend on that ReLU stayed within torch's error.
 
     So a float32 gradient is judged against float64 arithmetic on the ReLU pattern the float32 program took:
-    within `patched()`, flax's `nn.relu` (which every fer-jax network calls) collects its inputs in call
+    within `patched()`, flax's `nn.relu` (which fer-jax's networks call for their ReLUs) collects its inputs in call
     order into `inputs`; a function returns them from the same compiled program as its gradients, so they
     are that program's own roundings. Built with those float32 inputs (`recorded`, passed to the float64
     program as arguments), the float64 ReLU keeps each input where the recorded one is positive: its value
