@@ -44,6 +44,18 @@ def setup(dtype, size=SIZE, hp=HP, seed=0):
     return tmodel, module, variables, kinds, x, y
 
 
+def class_centers(dtype):
+    """The affinity loss's class centers, K = 8 as in rafdb.py."""
+    return np.random.default_rng(5).standard_normal((8, 512)).astype(dtype)
+
+
+@functools.cache
+def converted64():
+    """The float64 Flax side of `setup` (module, variables, kinds, x, y), for the replaying runs: built once."""
+    with jax.enable_x64(True):
+        return setup(np.float64)[1:]
+
+
 def flax_loss_fn(module, kinds):
     """The loss and the updated BatchNorm statistics, and the ReLU inputs of this run; with `recorded` (float32
     ReLU inputs of the same computation), a float64 run takes float32's branch at ties (parity.ReluBranches)."""
@@ -76,7 +88,7 @@ def gradients(dtype):
     """(ours, torch's, our ReLU inputs) for the loss gradients in `dtype`."""
     tmodel, module, variables, kinds, x, y = setup(dtype)
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
-    centers = np.random.default_rng(5).standard_normal((8, 512)).astype(dtype)  # K = 8 as in rafdb.py
+    centers = class_centers(dtype)
     aff = reference.AffinityLoss(8, 512).to(tdtype)
     with torch.no_grad():
         aff.centers.copy_(torch.from_numpy(centers))
@@ -93,10 +105,9 @@ def gradients(dtype):
 def gradients_on_branches(recorded):
     """Our float64 loss gradients on the ReLU pattern of a float32 run (its ReLU inputs `recorded`), and how
     many inputs took float32's branch against their own."""
+    module, variables, kinds, x, y = converted64()
     with jax.enable_x64(True):
-        _, module, variables, kinds, x, y = setup(np.float64)
-        centers = np.random.default_rng(5).standard_normal((8, 512))
-        ours, relus = _our_gradients(module, kinds, variables, centers, x, y, recorded)
+        ours, relus = _our_gradients(module, kinds, variables, class_centers(np.float64), x, y, recorded)
     return ours, parity.ties(recorded, relus)
 
 
@@ -164,7 +175,7 @@ def sgd_steps(dtype):
     our ReLU inputs of each step)."""
     tmodel, module, variables, kinds, x, y = setup(dtype)
     tdtype = torch.float64 if dtype == np.float64 else torch.float32
-    centers = np.random.default_rng(5).standard_normal((8, 512)).astype(dtype)
+    centers = class_centers(dtype)
     aff = reference.AffinityLoss(8, 512).to(tdtype)
     with torch.no_grad():
         aff.centers.copy_(torch.from_numpy(centers))
@@ -207,10 +218,9 @@ def _our_sgd_steps(module, kinds, variables, centers, batches, recorded=None):
 def sgd_steps_on_branches(recorded):
     """Our three float64 steps on the ReLU patterns of a float32 run's steps, and how many inputs took
     float32's branch against their own."""
+    module, variables, kinds, x, y = converted64()
     with jax.enable_x64(True):
-        _, module, variables, kinds, x, y = setup(np.float64)
-        centers = np.random.default_rng(5).standard_normal((8, 512))
-        ours, relus = _our_sgd_steps(module, kinds, variables, centers, _batches(x, y), recorded)
+        ours, relus = _our_sgd_steps(module, kinds, variables, class_centers(np.float64), _batches(x, y), recorded)
     return ours, sum(parity.ties(r32, r64) for r32, r64 in zip(recorded, relus, strict=True))
 
 
