@@ -92,6 +92,19 @@ def test_each_round_times_the_last_call_of_a_turn(monkeypatch, turn):
     assert set(system) == {"a", "b"}
 
 
+@pytest.mark.parametrize("vendor, family, flags, per_cycle", [
+    ("GenuineIntel", 6, "fpu avx2 avx512f", 64),  # two 512-bit FMA units
+    ("AuthenticAMD", 25, "fpu avx2 avx512f", 32),  # Zen 4: AVX-512 in 256-bit halves
+    ("AuthenticAMD", 26, "fpu avx2 avx512f avx512_bf16", 64),  # Zen 5: full 512-bit data paths
+    ("AuthenticAMD", 23, "fpu avx2", 32),
+    ("GenuineIntel", 6, "fpu sse4_2", 16),
+])
+def test_nominal_flops_per_cycle_follow_the_fma_units(vendor, family, flags, per_cycle):
+    cpuinfo = "".join(f"processor\t: {i}\nvendor_id\t: {vendor}\ncpu family\t: {family}\nmodel\t\t: 2\n"
+                      f"flags\t\t: {flags}\n\n" for i in range(2))
+    assert benchmark.cpu_flops_per_cycle(cpuinfo) == per_cycle
+
+
 def test_a_small_run_writes_the_report(tmp_path):
     out = tmp_path / "bench"
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--networks", "resnet18",
