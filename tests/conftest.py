@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
@@ -17,26 +15,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # effect where torch loads its OpenMP runtime after this line (no test module imports torch before it);
 # subprocesses inherit it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-# One XLA persistent compilation cache for the whole session: both xdist workers and every subprocess they start
-# (train.py, the multi-device checks) inherit it, so a program compiled anywhere in the suite (the eager
-# initialisers' operations, the smoke recipes' steps) compiles once. A cached executable is the compiled program
-# itself, so results are bit-identical; the cache starts empty each session (no stale entries) and goes when
-# it ends. Measured: the ten networks' init and forward of test_explain.py, 47 s with a fresh cache, 12 s with
-# a filled one. The size limit turns on jax's file lock, so the two workers never read an entry half-written.
-# A cache the user set (`JAX_COMPILATION_CACHE_DIR`) is used as it is; the controller, which imports this file
-# before it starts the workers, makes the directory, and only it removes it.
-_SESSION_CACHE = None
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
-    _SESSION_CACHE = tempfile.mkdtemp(prefix="fer-jax-tests-xla-cache-")
-    os.environ.update({"JAX_COMPILATION_CACHE_DIR": _SESSION_CACHE, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                       "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-                       "JAX_COMPILATION_CACHE_MAX_SIZE": str(16 << 30)})
-
-
-def pytest_unconfigure(config):
-    if _SESSION_CACHE is not None:
-        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 # The order in which the two xdist workers take the test files. `--dist loadfile` hands a worker whole files
 # in collection order (`--no-loadscope-reorder` keeps that order instead of xdist's most-tests-first one,

@@ -36,11 +36,10 @@ RUN_FLAGS = ("--config.num_train_steps=4", "--config.checkpoint_every_steps=4", 
 
 def tool(name: str, *args, env: dict | None = None, umask: int = -1, wait: bool = True):
     """Runs scripts/<name>.py like a user (fer_jax importable from this checkout). The training runs of
-    this module share XLA's persistent compilation cache (the same program compiles once): the session's
-    (tests/conftest.py), else one of this module's own."""
-    environ = {"JAX_COMPILATION_CACHE_DIR": str(CACHE), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-               **os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               "PYTHONUNBUFFERED": "1", **(env or {})}
+    this module share XLA's persistent compilation cache (the same program compiles once)."""
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+               "PYTHONUNBUFFERED": "1", "JAX_COMPILATION_CACHE_DIR": str(CACHE),
+               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **(env or {})}
     cmd = [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *map(str, args)]
     if not wait:
         return subprocess.Popen(cmd, env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -44,9 +44,9 @@ def train_cmd(root: str, workdir: pathlib.Path) -> list[str]:
 def cli(tmp_path_factory):
     """Runs train.py like a user; the runs of this module share XLA's persistent compilation cache (the
     same program compiles once; a cached executable is the compiled program itself, so results are
-    bit-identical): the session's (tests/conftest.py), else one of this module's own."""
+    bit-identical)."""
     cache = tmp_path_factory.mktemp("xla_cache")
-    env = {"JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **os.environ}
+    env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(cache), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
     def run(args: list[str], wait: bool = True):
         if not wait:
