@@ -97,25 +97,35 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
 # --- machine --------------------------------------------------------------------------------------------
 
 
-def matmul_rates(n: int = 2048, reps: int = 5) -> dict[str, float]:
-    """FLOP/s of XLA's float32 n x n matrix product on the default device and of torch's on the CPU (with the
-    threads torch has), each the median of `reps` after one warm-up call."""
+def kernel_rates(n: int = 2048, reps: int = 5) -> dict[str, float]:
+    """FLOP/s of float32 kernels on the default device (XLA, as fer-jax's evaluation steps compile) and on the CPU
+    (torch, with the threads torch has), each the median of `reps` after one warm-up call: an n x n matrix
+    product, and a 3x3 convolution of 8 x 14x14 x 256 -> 256 (a ResNet layer3's, 1.85 GFLOP)."""
     import jax
     import jax.numpy as jnp
     import torch
 
+    from fer_jax import xla
+
     a, f = jnp.ones((n, n), jnp.float32), jax.jit(lambda a: a @ a)
-    t = torch.ones(n, n)
-    calls = {"XLA": lambda: jax.block_until_ready(f(a)), "torch": lambda: t @ t}
+    x, w = jnp.ones((8, 14, 14, 256), jnp.float32), jnp.ones((3, 3, 256, 256), jnp.float32) / 2304
+    conv = xla.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")), "eval")
+    t, tx, tw = torch.ones(n, n), torch.ones(8, 256, 14, 14), torch.ones(256, 256, 3, 3) / 2304
+    calls = {"XLA product": (lambda: jax.block_until_ready(f(a)), 2 * n ** 3),
+             "torch product": (lambda: t @ t, 2 * n ** 3),
+             "XLA 3x3 convolution": (lambda: jax.block_until_ready(conv(x, w)), 2 * 8 * 14 * 14 * 256 * 256 * 9),
+             "torch 3x3 convolution": (lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
+                                       2 * 8 * 14 * 14 * 256 * 256 * 9)}
     rates = {}
-    for name, call in calls.items():
+    for name, (call, flops) in calls.items():
         call()
         times = []
         for _ in range(reps):
             start = time.perf_counter()
             call()
             times.append(time.perf_counter() - start)
-        rates[name] = 2 * n ** 3 / statistics.median(times)
+        rates[name] = flops / statistics.median(times)
     return rates
 
 
@@ -139,11 +149,12 @@ def device_peak(device: Any) -> tuple[float, str]:
     """(peak FLOP/s, how it was found) of `device` (a jax device).
 
     A CPU's peak is the larger of its nominal rate (cores x the clock /proc/cpuinfo shows x the FLOP per cycle of
-    its FMA units) and the best measured float32 2048-square matrix product, XLA's or torch's. Either alone can be
-    below what the cores reach: on the 2-core Intel Xeon of this project the nominal 2 x 2.6 GHz x 64 FLOP/cycle =
-    333 GFLOP/s was below torch's product (354-389 GFLOP/s, 2026-12-06: the clock under load is above the one
-    shown), and on the 2-core AMD EPYC (Zen 5) that replaced it both products ran at 164-185 GFLOP/s (torch's at
-    AVX2 speed, 2 x 2.6 GHz x 32 = 166) while XLA's convolutions reached 290, 87 % of the nominal 333.
+    its FMA units) and the best measured float32 kernel (`kernel_rates`: XLA's and torch's matrix product and 3x3
+    convolution). Each alone can be below what the cores reach: on the 2-core Intel Xeon of this project the
+    nominal 2 x 2.6 GHz x 64 FLOP/cycle = 333 GFLOP/s was below torch's product (354-389 GFLOP/s, 2026-12-06: the
+    clock under load is above the one shown), and on the 2-core AMD EPYC (Zen 5) that replaced it the products
+    measured 164-185 GFLOP/s in the benchmark run of 2026-12-07 (alone, later: torch 199, XLA 441) while 3x3
+    convolutions ran at 444-465 on both sides, above the nominal 333.
     """
     if _PEAK.value:
         return _PEAK.value * 1e12, "--peak_tflops"
@@ -156,15 +167,16 @@ def device_peak(device: Any) -> tuple[float, str]:
         mhz = max(float(line.split(":")[1]) for line in cpuinfo.splitlines() if line.startswith("cpu MHz"))
         per_cycle = cpu_flops_per_cycle(cpuinfo)
         nominal = cores * mhz * 1e6 * per_cycle
-        rates = matmul_rates()
+        rates = kernel_rates()
         best = max(rates, key=rates.get)
         measured = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
         nominal_how = f"{cores} cores x {mhz / 1e3:.2f} GHz x {per_cycle} FLOP/cycle"
         if nominal >= rates[best]:
-            return nominal, (f"nominal: {nominal_how}; float32 2048x2048 matrix products measured at {measured} "
-                             f"GFLOP/s")
-        return rates[best], (f"the best measured float32 2048x2048 matrix product, {best}'s ({measured} GFLOP/s); "
-                             f"nominal {nominal / 1e9:.0f} GFLOP/s = {nominal_how}")
+            return nominal, (f"nominal: {nominal_how}; float32 kernels measured at {measured} GFLOP/s (2048x2048 "
+                             f"products, 3x3 convolutions of 8 x 14x14 x 256 -> 256)")
+        return rates[best], (f"the best measured float32 kernel, {best} ({measured} GFLOP/s; 2048x2048 products, 3x3 "
+                             f"convolutions of 8 x 14x14 x 256 -> 256); nominal {nominal / 1e9:.0f} GFLOP/s = "
+                             f"{nominal_how}")
     raise ConfigError(f"unknown peak of device {kind!r}: give --peak_tflops")
 
 
