@@ -153,8 +153,8 @@ def device_peak(device: Any) -> tuple[float, str]:
     convolution). Each alone can be below what the cores reach: on the 2-core Intel Xeon of this project the
     nominal 2 x 2.6 GHz x 64 FLOP/cycle = 333 GFLOP/s was below torch's product (354-389 GFLOP/s, 2026-12-06: the
     clock under load is above the one shown), and on the 2-core AMD EPYC (Zen 5) that replaced it the products
-    measured 164-185 GFLOP/s in the benchmark run of 2026-12-07 (alone, later: torch 199, XLA 441) while 3x3
-    convolutions ran at 444-465 on both sides, above the nominal 333.
+    measured 164-185 GFLOP/s in a benchmark run of 2026-12-07 (in later runs torch's 194-199, XLA's 339-441) while
+    3x3 convolutions ran at 413-465 on both sides, above the nominal 333.
     """
     if _PEAK.value:
         return _PEAK.value * 1e12, "--peak_tflops"
