@@ -97,6 +97,10 @@ _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
 # --- machine --------------------------------------------------------------------------------------------
 
 
+# What `kernel_rates` measures (a CPU's peak, `device_peak`).
+KERNELS = "2048x2048 products, 3x3 convolutions of 8 x 14x14 x 256 -> 256"
+
+
 def kernel_rates(n: int = 2048, reps: int = 5) -> dict[str, float]:
     """FLOP/s of float32 kernels on the default device (XLA, as fer-jax's evaluation steps compile) and on the CPU
     (torch, with the threads torch has), each the median of `reps` after one warm-up call: an n x n matrix
@@ -106,17 +110,18 @@ def kernel_rates(n: int = 2048, reps: int = 5) -> dict[str, float]:
     import torch
 
     from fer_jax import xla
+    from fer_jax.models.convolution import NHWC
 
     a, f = jnp.ones((n, n), jnp.float32), jax.jit(lambda a: a @ a)
     x, w = jnp.ones((8, 14, 14, 256), jnp.float32), jnp.ones((3, 3, 256, 256), jnp.float32) / 2304
     conv = xla.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
-                                                             dimension_numbers=("NHWC", "HWIO", "NHWC")), "eval")
+                                                             dimension_numbers=NHWC), "eval")
     t, tx, tw = torch.ones(n, n), torch.ones(8, 256, 14, 14), torch.ones(256, 256, 3, 3) / 2304
-    calls = {"XLA product": (lambda: jax.block_until_ready(f(a)), 2 * n ** 3),
-             "torch product": (lambda: t @ t, 2 * n ** 3),
-             "XLA 3x3 convolution": (lambda: jax.block_until_ready(conv(x, w)), 2 * 8 * 14 * 14 * 256 * 256 * 9),
-             "torch 3x3 convolution": (lambda: torch.nn.functional.conv2d(tx, tw, padding=1),
-                                       2 * 8 * 14 * 14 * 256 * 256 * 9)}
+    product_flops, conv_flops = 2 * n ** 3, 2 * x.size * 3 * 3 * 256
+    calls = {"XLA product": (lambda: jax.block_until_ready(f(a)), product_flops),
+             "torch product": (lambda: t @ t, product_flops),
+             "XLA 3x3 convolution": (lambda: jax.block_until_ready(conv(x, w)), conv_flops),
+             "torch 3x3 convolution": (lambda: torch.nn.functional.conv2d(tx, tw, padding=1), conv_flops)}
     rates = {}
     for name, (call, flops) in calls.items():
         call()
@@ -138,8 +143,8 @@ def cpu_flops_per_cycle(cpuinfo: str) -> int:
         return next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
                      if line.split(":", 1)[0].strip() == name), "")
 
-    flags = set(field("flags").split())
-    family = int(field("cpu family")) if field("cpu family").isdigit() else 0
+    flags, family = set(field("flags").split()), field("cpu family")
+    family = int(family) if family.isdigit() else 0
     full_avx512 = "avx512f" in flags and ("GenuineIntel" in cpuinfo or ("AuthenticAMD" in cpuinfo and family >= 26))
     lanes = 16 if full_avx512 else 8 if "avx2" in flags else 4
     return 2 * lanes * 2
@@ -172,11 +177,9 @@ def device_peak(device: Any) -> tuple[float, str]:
         measured = ", ".join(f"{k} {v / 1e9:.0f}" for k, v in rates.items())
         nominal_how = f"{cores} cores x {mhz / 1e3:.2f} GHz x {per_cycle} FLOP/cycle"
         if nominal >= rates[best]:
-            return nominal, (f"nominal: {nominal_how}; float32 kernels measured at {measured} GFLOP/s (2048x2048 "
-                             f"products, 3x3 convolutions of 8 x 14x14 x 256 -> 256)")
-        return rates[best], (f"the best measured float32 kernel, {best} ({measured} GFLOP/s; 2048x2048 products, 3x3 "
-                             f"convolutions of 8 x 14x14 x 256 -> 256); nominal {nominal / 1e9:.0f} GFLOP/s = "
-                             f"{nominal_how}")
+            return nominal, f"nominal: {nominal_how}; float32 kernels measured at {measured} GFLOP/s ({KERNELS})"
+        return rates[best], (f"the best measured float32 kernel, {best} ({measured} GFLOP/s; {KERNELS}); nominal "
+                             f"{nominal / 1e9:.0f} GFLOP/s = {nominal_how}")
     raise ConfigError(f"unknown peak of device {kind!r}: give --peak_tflops")
 
 
