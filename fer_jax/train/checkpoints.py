@@ -23,6 +23,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from fer_jax import pretrained
@@ -76,7 +77,7 @@ class Checkpoints:
         if wrong:
             raise CheckpointError(f"{where} does not fit this configuration ({len(wrong)} arrays of other "
                                   "shapes); use a fresh --workdir")
-        if not bool(all_finite(out["state"])):
+        if not all_finite(out["state"]):
             raise CheckpointError(f"{where} holds non-finite values; delete it to continue from an earlier "
                                   "checkpoint, or use a fresh --workdir")
         return out["state"], out["record"]
@@ -87,12 +88,14 @@ class Checkpoints:
         self._manager.close()
 
 
-@jax.jit
-def all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: Any) -> bool:
     """Whether every floating-point value of `tree` (a TrainState: parameters, batch statistics, optimizer
-    state) is finite: one compiled reduction, cheap next to a checkpoint save."""
-    flags = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.all(jnp.stack(flags)) if flags else jnp.asarray(True)
+    state) is finite, checked on the host, where a state is read for saving anyway.
+
+    As one compiled reduction it cost a compilation per process that trained or resumed, of one reduction per
+    array: 3.9 s for FERAtt's state (1020 arrays; run: 71 ms), 2-4 s on a 2-core CPU for every recipe.
+    """
+    return all(bool(np.isfinite(a).all()) for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact))
 
 
 def finished_steps(workdir: str) -> list[int]:

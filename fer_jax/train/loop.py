@@ -242,11 +242,7 @@ class _Run:
                     self.report_train(done, window)
                     window = []
                 if save:
-                    self.check_finite(state, done)  # before anything is saved from it
-                if epoch_end:
-                    result = self.end_of_epoch(state, done, result, it)
-                if save:
-                    self.save(done, state, result)
+                    result = self.save_point(state, done, result, it, epoch_end)
                 if ctrl_c.requested and done < self.total:
                     raise Interrupted(self.interrupted(done, state, window, result))
         except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread: stop at once
@@ -261,8 +257,18 @@ class _Run:
         return {"epoch": math.ceil(done / self.spe), "best": result.get("best"), "epoch_sums": self.epoch_sums,
                 "pending": self.pending}
 
-    def save(self, done: int, state: Any, result: dict) -> None:
-        self.ckpts.save(done, self.dp.get_state(state), self.record(done, result))
+    def save_point(self, state: Any, done: int, result: dict, it: Any, epoch_end: bool) -> dict:
+        """A checkpoint step: the state read to the host once and checked finite before anything is saved from
+        it, the epoch's evaluation and best model where `epoch_end`, then the checkpoint. Returns the result."""
+        host = self.finite_host_state(state, done)
+        if epoch_end:
+            result = self.end_of_epoch(state, host, done, result, it)
+        self.save(done, host, result)
+        return result
+
+    def save(self, done: int, host: Any, result: dict) -> None:
+        """Starts the checkpoint of `host`, the state on the host (`finite_host_state`)."""
+        self.ckpts.save(done, host, self.record(done, result))
         self.last_saved = (done, self.ckpts.directory)
 
     def interrupted(self, done: int, state: Any = None, window: list | None = None, result: dict | None = None
@@ -271,9 +277,10 @@ class _Run:
         says how to go on. (Multi-process runs stop at their last checkpoint: one process's Ctrl-C cannot
         save a checkpoint that every process writes.)"""
         if state is not None and jax.process_count() == 1 and (not self.last_saved or self.last_saved[0] != done):
-            if bool(checkpoints.all_finite((state.params, state.batch_stats, state.opt_state))):
+            host = self.dp.get_state(state)
+            if checkpoints.all_finite(host):
                 self.pending = reporting.window_sums(window, self.pending)
-                self.save(done, state, result)
+                self.save(done, host, result)
         saved = self.last_saved[0] if self.last_saved else None
         if saved is None:
             return f"interrupted at step {done}; no checkpoint was written; run the same command to start again"
@@ -288,15 +295,18 @@ class _Run:
         step, directory = self.last_saved
         return f"the last finite checkpoint is step {step} in {directory}: {change} to continue from it"
 
-    def check_finite(self, state: Any, done: int) -> None:
-        """Stops before a non-finite state is saved.
+    def finite_host_state(self, state: Any, done: int) -> Any:
+        """The state on the host, for the checkpoint and the best model directory, once it is known to be finite.
 
         Raises:
-          TrainingError: parameters, batch statistics or optimizer state hold a NaN or infinity.
+          TrainingError: parameters, batch statistics or optimizer state hold a NaN or infinity (nothing is
+            saved from them).
         """
-        if not bool(checkpoints.all_finite((state.params, state.batch_stats, state.opt_state))):
+        host = self.dp.get_state(state)
+        if not checkpoints.all_finite(host):
             raise TrainingError(f"the parameters or optimizer state became non-finite by step {done}; stopped "
                                 f"without saving them; {self.stop_hint()}")
+        return host
 
     def report_train(self, done: int, window: list[dict]) -> None:
         sums = reporting.window_sums(window, self.pending)
@@ -312,7 +322,9 @@ class _Run:
         self.progress.update(done, epoch, math.ceil(self.total / self.spe),
                              {"loss": scalars["loss"], "accuracy": scalars["accuracy"], **rates})
 
-    def end_of_epoch(self, state: Any, done: int, result: dict, it: Any) -> dict:
+    def end_of_epoch(self, state: Any, host: Any, done: int, result: dict, it: Any) -> dict:
+        """Reports the epoch and, where due, evaluates `state`; an improvement writes `host` (the same state on the
+        host) as the best model directory."""
         cfg = self.config
         epoch = math.ceil(done / self.spe)
         train = reporting.means(self.epoch_sums)
@@ -335,7 +347,7 @@ class _Run:
         name = cfg.best_metric
         if metrics_lib.improves(name, m[name], best[name] if best else None):
             best = {**{k: v for k, v in m.items() if isinstance(v, float)}, "step": done, "epoch": epoch}
-            self.save_best(state, best, m)
+            self.save_best(host, best, m)
         return {"final": m, "best": best}
 
     def evaluate(self, state: Any, iterator: Any) -> dict:
@@ -347,13 +359,12 @@ class _Run:
         batches = self.dp.prefetch(iterator, self.config.data.device_prefetch)
         return driver.run(lambda b: self.dp.evaluate(variables, b), batches, self.task, ctx)
 
-    def save_best(self, state: Any, best: dict, result: dict) -> None:
+    def save_best(self, host: Any, best: dict, result: dict) -> None:
         """The best model so far as a model directory: `fer_jax.load_pretrained(workdir/best)`,
         `porting/export.py workdir/best` and `--config.init_from` all read it. A multi-label task's
         per-attribute accuracy chart of that evaluation goes with it (`per_attribute_accuracy.png`)."""
         if not self.primary:
             return
-        host = self.dp.get_state(state)
         cfg = self.config
         hparams = {k: v for k, v in cfg.model.items() if k != "name"}
         trained = {**best, "workdir": os.path.abspath(self.workdir), "class_names": list(self.train_src.class_names),

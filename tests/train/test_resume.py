@@ -95,3 +95,38 @@ def test_killed_process_resumes_exactly(synthetic, uninterrupted, cli, tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming:" in r.stdout
     assert_identical(uninterrupted, final_state(b, STEPS))
+
+
+def test_only_finite_states_are_saved_or_restored(tmp_path):
+    """`all_finite` reads every floating-point leaf (integer leaves such as the step are not values to check);
+    a checkpoint that holds a non-finite value (saved by an older version) is refused on restore."""
+    import ml_dtypes
+
+    from fer_jax.errors import CheckpointError
+    from fer_jax.train import checkpoints
+
+    state = {"step": np.int32(3), "params": {"w": np.ones((2, 3), np.float32)},
+             "opt_state": (np.zeros(4, np.float32), {"nu": np.ones(2, ml_dtypes.bfloat16)})}
+    assert checkpoints.all_finite(state)
+    for bad in (np.nan, np.inf, -np.inf):
+        for path in (("params", "w"), ("opt_state", 0), ("opt_state", 1, "nu")):
+            tree = jax.tree.map(np.array, state)
+            leaf = tree
+            for key in path[:-1]:
+                leaf = leaf[key]
+            leaf[path[-1]].flat[-1] = bad
+            assert not checkpoints.all_finite(tree), (bad, path)
+    ckpts = checkpoints.Checkpoints(str(tmp_path), keep=2)
+    ckpts.save(1, state, {"epoch": 1})
+    nan = jax.tree.map(np.array, state)
+    nan["params"]["w"][1, 2] = np.nan
+    ckpts.save(2, nan, {"epoch": 1})
+    ckpts.close()
+    reader = checkpoints.Checkpoints(str(tmp_path), keep=1, read_only=True)
+    try:
+        restored, record = reader.restore(1, state)
+        assert record == {"epoch": 1} and np.array_equal(restored["params"]["w"], state["params"]["w"])
+        with pytest.raises(CheckpointError, match=r"checkpoints/2 holds non-finite values"):
+            reader.restore(2, state)
+    finally:
+        reader.close()
