@@ -26,8 +26,10 @@ CASES = [
     Case("emotion_fan", {"num_class": 7, "at_type": "self"}, batch=2, train_forward=False,
          label="emotion_fan_self"),
 ]
+# At the upstream size, ResNet18's trunk is DAN's `features` (compared as DAN's `feat`, the 7x7 layer4 map, and
+# with every running statistic in train mode) and Emotion-FAN's; what ResNet18 adds, the pool over the map and
+# `fc`, does not depend on the size and is compared at 64 px above. (A ResNet18 case here took ~38 s of the suite.)
 FULL_SIZE = [Case("dan", {"num_class": 7, "num_head": 4}, size=224, batch=4),
-             Case("resnet18", {"num_classes": 1000}, size=224, batch=4),
              Case("emotion_fan", {"num_class": 7, "at_type": "relation"}, size=224, batch=2, train_forward=False)]
 
 
