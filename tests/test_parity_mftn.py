@@ -8,6 +8,8 @@ widths at 64 px (stage maps 8x8, 4x4, 2x2: 64, 16 and 4 tokens); the slow tier r
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pytest
@@ -142,6 +144,7 @@ def test_first_block_of_every_branch_is_dropped_in_training_and_active_in_eval()
     assert all(np.all(np.asarray(g) == 0) for g in jax.tree.leaves(mstn_grads["branch"]))
     assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(mstn_grads["branches"]["0"]["1"]))
 
+    @functools.partial(jax.jit, static_argnums=1)  # one compilation, not one per operation
     def block_io(v, train):
         seen = {}
 
