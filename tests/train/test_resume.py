@@ -37,7 +37,8 @@ FLAGS = [f"--config.num_train_steps={STEPS}", "--config.checkpoint_every_steps=2
 
 def train_cmd(root: str, workdir: pathlib.Path) -> list[str]:
     return [sys.executable, str(ROOT / "scripts" / "train.py"), "--config",
-            str(ROOT / "configs" / "dan_rafdb.py:smoke"), f"--config.data.root={root}", *FLAGS, "--workdir", str(workdir)]
+            str(ROOT / "configs" / "dan_rafdb.py:smoke"), f"--config.data.root={root}", *FLAGS,
+            "--workdir", str(workdir)]
 
 
 @pytest.fixture(scope="module")
