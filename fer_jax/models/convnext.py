@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from fer_jax.models import initializers
 from fer_jax.models.convolution import Conv
 from fer_jax.models.layers import Dense, gelu
 
@@ -60,7 +61,7 @@ LAYER_SCALE_INIT = 1e-6  # upstream's layer_scale_init_value: the initial `gamma
 
 # Upstream initialises every Conv2d / Linear weight with timm's trunc_normal_(std=.02), which truncates at
 # +-2 in absolute value, i.e. at +-100 standard deviations: a plain normal draw is the same distribution.
-weight_init = nn.initializers.normal(stddev=0.02)
+weight_init = initializers.normal(stddev=0.02)
 
 
 def variant_config(variant: str) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from fer_jax.models import initializers
 from fer_jax.models.convolution import Conv
 from fer_jax.models.layers import BatchNorm, Dense, at_least_float32, kaiming_normal_fan_out, torch_linear_init
 from fer_jax.models.resnet import STAGE_SIZES, ResNet, child_name
@@ -23,7 +24,7 @@ BACKBONE_RENAMES = tuple((n, f"features.{child_name(n, 'sequential')}")
                          for n in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4"))
 
 # Head Linears are initialised N(0, 0.001^2) with zero bias (CrossAttentionHead.init_weights).
-_head_linear = functools.partial(Dense, kernel_init=nn.initializers.normal(0.001),
+_head_linear = functools.partial(Dense, kernel_init=initializers.normal(0.001),
                                  bias_init=nn.initializers.zeros)
 
 

@@ -23,6 +23,8 @@ import numpy as np
 from flax import linen as nn
 from jax import lax
 
+from fer_jax.models import initializers
+
 
 Dtype = Any
 
@@ -188,15 +190,11 @@ def softmax(x: jax.Array, axis: int) -> jax.Array:
 def torch_linear_init(fan_in: int):
     """torch.nn.Linear / Conv default init for weight and bias: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
+    return initializers.uniform(-bound, bound)
 
 
 # Kaiming normal, fan_out, ReLU gain (torchvision ResNet convs, DAN head convs): std = sqrt(2 / fan_out).
-kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+kaiming_normal_fan_out = initializers.kaiming_normal_fan_out
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))

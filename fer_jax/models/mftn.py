@@ -28,6 +28,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
+from fer_jax.models import initializers
 from fer_jax.models.convolution import Conv
 from fer_jax.models.layers import Dense, gelu, softmax, torch_linear_init
 
@@ -39,7 +40,7 @@ MSTN_LN_EPS = 1e-5  # torch's LayerNorm default, unlike ConvNeXt's 1e-6
 UNUSED = ("mstn.branch",)
 
 # torch.nn defaults: Linear / Conv2d weights and biases U(+-1/sqrt(fan_in)); LayerNorm ones and zeros.
-head_init = nn.initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)  # trunc_normal_(std=.02)
+head_init = initializers.truncated_normal(stddev=0.02, lower=-100.0, upper=100.0)  # trunc_normal_(std=.02)
 
 
 def _dense(features: int, fan_in: int, *, use_bias: bool = True, dtype: Any = None, name: str | None = None,
