@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
 from fer_jax.models import initializers
+from fer_jax.models.convnext import ConvNeXt, DropPath, torch_linspace, variant_config
 from fer_jax.models.convolution import Conv
 from fer_jax.models.layers import Dense, gelu, softmax, torch_linear_init
 
