@@ -39,16 +39,16 @@ def _shape_free(key: jax.Array) -> bool:
     return impl == "threefry2x32"
 
 
-def _draw(sample: Callable[..., jax.Array], key: jax.Array, shape: Sequence[int], dtype: Any,
-          scale: Any = None) -> jax.Array:
-    """`sample(key, shape, dtype) * scale` (scale: an array of `dtype`, or None), as the draw at the next size
-    class, cut and shaped on the host."""
+def _draw(sample: Callable[..., jax.Array], key: jax.Array, shape: Sequence[int], dtype: Any, scale: Any = None,
+          **kwargs: Any) -> jax.Array:
+    """`sample(key, shape=shape, dtype=dtype, **kwargs) * scale` (scale: an array of `dtype`, or None), as the draw
+    at the next size class, cut and shaped on the host."""
     shape = tuple(shape)
     n = math.prod(shape)
     if n == 0 or not _shape_free(key):
-        out = sample(key, shape, dtype)
+        out = sample(key, shape=shape, dtype=dtype, **kwargs)
         return out if scale is None else out * scale
-    values = np.asarray(sample(key, (_size_class(n),), dtype))[:n].reshape(shape)
+    values = np.asarray(sample(key, shape=(_size_class(n),), dtype=dtype, **kwargs))[:n].reshape(shape)
     if scale is not None:  # one float multiply per element, rounded once, as jax's eager multiply
         values = values * np.asarray(scale)
     return jax.device_put(values)  # (jnp.asarray would compile a copy per shape)
@@ -67,10 +67,7 @@ def truncated_normal(stddev: float = 1e-2, lower: float = -2.0, upper: float = 2
     """`jax.nn.initializers.truncated_normal(stddev, lower=lower, upper=upper)`."""
 
     def init(key, shape, dtype=jnp.float32):
-        def sample(k, s, d):
-            return jax.random.truncated_normal(k, lower, upper, s, d)
-
-        return _draw(sample, key, shape, dtype, jnp.array(stddev, dtype))
+        return _draw(jax.random.truncated_normal, key, shape, dtype, jnp.array(stddev, dtype), lower=lower, upper=upper)
 
     return init
 
@@ -79,10 +76,7 @@ def uniform(low: float, high: float) -> Initializer:
     """`jax.random.uniform(key, shape, dtype, low, high)` as an initialiser."""
 
     def init(key, shape, dtype=jnp.float32):
-        def sample(k, s, d):
-            return jax.random.uniform(k, s, d, low, high)
-
-        return _draw(sample, key, shape, dtype)
+        return _draw(jax.random.uniform, key, shape, dtype, minval=low, maxval=high)
 
     return init
 
