@@ -29,7 +29,12 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   `FER_JAX_HUGE_PAGES=1` it also runs with huge pages for malloc's blocks (`fer_jax.cli.huge_pages`). The report
   names what keep_memory set and the `GLIBC_TUNABLES` it ran with, and counts the kernel's compaction stalls
   meanwhile, from /proc/vmstat; see the README's speed section;
-- the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's.
+- the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's;
+- where torch's time goes: the share of each torch call (one more call of each case after the timed rounds, under
+  torch's profiler) spent in its convolution and matrix-product kernels (oneDNN's and the BLAS's; `KERNEL_OPS`),
+  and from it the ceiling of the ratio: torch time / torch's kernel time, the ratio fer-jax would reach if its
+  convolutions and products took exactly torch's time and everything else took none. A ratio above the ceiling
+  needs kernels faster than torch's.
 
 Writes `<out>/benchmark.md` and `<out>/benchmark.json`; prints the table. Needs the torch extra.
 """
@@ -92,6 +97,12 @@ _OUT = flags.DEFINE_string("out", None, "write benchmark.md and benchmark.json i
 _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
                            "computation dtype of both sides (default: the recipe's); bfloat16 runs torch under "
                            "autocast, parameters stay float32 on both")
+
+
+# aten operators whose self time is a convolution or matrix-product kernel: every operator with "conv" in its name
+# (forward, backward, depthwise, the slow fallbacks) and the BLAS products. Autograd nodes and record_function ranges
+# (`ConvolutionBackward0`, `Optimizer.step#...`) are not aten operators.
+KERNEL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
 
 # --- machine --------------------------------------------------------------------------------------------
@@ -407,6 +418,27 @@ def interleaved(cases: dict[str, Callable], reps: int, turn: int) -> tuple[dict[
 VMSTAT = ("compact_stall", "thp_fault_alloc", "thp_fault_fallback")
 
 
+def is_kernel(op: str) -> bool:
+    """Whether torch's profiler key `op` names a convolution or matrix-product kernel (`KERNEL_OPS`)."""
+    return op.startswith("aten::") and ("conv" in op or op in KERNEL_OPS)
+
+
+def kernel_share(fn: Callable) -> float:
+    """The share of one call of the torch case `fn` (called once before, untimed) that torch's profiler finds in
+    convolution and matrix-product kernels: their self CPU time over all operators' self CPU time (the calling
+    thread's; an operator's OpenMP threads work within its own span)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    total = kernels = 0.0
+    for event in prof.key_averages():
+        total += event.self_cpu_time_total
+        kernels += event.self_cpu_time_total if is_kernel(event.key) else 0.0
+    return kernels / total if total else 0.0
+
+
 def vmstat() -> dict[str, int]:
     """The kernel's system-wide counters of huge-page faults and of compaction stalls (a fault that waited for
     the kernel to compact memory into a huge page: on a fragmented machine this can cost more than small pages
@@ -457,6 +489,7 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
             before = vmstat()
             median, system = interleaved(cases, reps, turn)
             after = vmstat()
+        share = {kind: kernel_share(tc[kind]) for kind in ("train", "eval")}
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
@@ -472,6 +505,8 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
         if f"torchc_{kind}" in median:
             r[f"{kind}_ratio_torch_compile"] = median[f"torchc_{kind}"] / s
         r[f"{kind}_examples_per_s"] = batch / s
+        r[f"{kind}_torch_kernel_share"] = share[kind]
+        r[f"{kind}_ceiling"] = 1.0 / share[kind] if share[kind] else None  # no kernels: no ceiling
         r[f"{kind}_flops_per_s"] = info[f"{kind}_flops"] / s
         r[f"{kind}_torch_flops_per_s"] = info[f"{kind}_flops"] / median[f"torch_{kind}"]
         r[f"{kind}_mfu"] = r[f"{kind}_flops_per_s"] / peak
@@ -488,6 +523,13 @@ def kept(machine: dict) -> str:
     return ", ".join(done) or "no"
 
 
+def kernels(row: dict) -> str:
+    """`62 % / 80 % (1.61 / 1.24)`: torch's time in kernels, train / eval, and the ceilings of the two ratios."""
+    share = " / ".join(f"{100 * row[f'{k}_torch_kernel_share']:.0f} %" for k in ("train", "eval"))
+    ceiling = " / ".join("-" if row[f"{k}_ceiling"] is None else f"{row[f'{k}_ceiling']:.2f}" for k in ("train", "eval"))
+    return f"{share} ({ceiling})"
+
+
 def markdown(rows: list[dict], machine: dict) -> str:
     """Two tables: speed against torch, then compute, memory and the input pipeline."""
     mb = 2 ** 20
@@ -498,9 +540,12 @@ def markdown(rows: list[dict], machine: dict) -> str:
              f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
              "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread; "
              f"GLIBC_TUNABLES: {machine['glibc_tunables'] or 'none'}; memory kept between calls "
-             f"(fer_jax.cli.keep_memory): {kept(machine)} (both sides).", "",
+             f"(fer_jax.cli.keep_memory): {kept(machine)} (both sides); torch in kernels: the share of torch's time in "
+             "its convolution and matrix-product kernels (torch's profiler), and in brackets the ceiling it sets: the "
+             "ratio fer-jax would reach with those kernels at torch's speed and everything else free.", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
-             "| eval ratio | others' CPU (cores) |", "|---|---|---|---|---|---|---|"]
+             "| eval ratio | torch in kernels: train / eval (ceiling) | others' CPU (cores) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["seconds"]
         one = {k: f" ({r[f'{k}_ratio_torch1']:.2f})" if f"{k}_ratio_torch1" in r else "" for k in ("train", "eval")}
@@ -508,7 +553,7 @@ def markdown(rows: list[dict], machine: dict) -> str:
         lines.append(f"| {r['network']} ({r['label']}) | {r['image_size']} px, {r['batch']} "
                      f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | **{r['train_ratio']:.2f}**"
                      f"{one['train']} | {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} "
-                     f"| **{r['eval_ratio']:.2f}**{one['eval']} | {load} |")
+                     f"| **{r['eval_ratio']:.2f}**{one['eval']} | {kernels(r)} | {load} |")
     lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
               "FLOP/s use the same count); train memory: XLA's buffer plan of fer-jax's step (parameters, optimizer "
               "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); system CPU: the kernel's "

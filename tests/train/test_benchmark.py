@@ -132,6 +132,23 @@ def test_a_small_run_writes_the_report(tmp_path):
             f"{benchmark.kept(report['machine'])} (both sides)") in (out / "benchmark.md").read_text()
     assert all(v >= 0 for v in row["vmstat"].values()) and (set(row["vmstat"]) <= set(benchmark.VMSTAT))
     assert "| resnet18 (fan_afew_baseline:smoke) | 32 px, 2 |" in (out / "benchmark.md").read_text()
+    for kind in ("train", "eval"):  # a ResNet spends most of torch's time in convolutions
+        assert 0.3 < row[f"{kind}_torch_kernel_share"] < 1
+        assert row[f"{kind}_ceiling"] == pytest.approx(1 / row[f"{kind}_torch_kernel_share"])
+    assert f"| {benchmark.kernels(row)} |" in (out / "benchmark.md").read_text()
+
+
+def test_kernel_share_counts_convolutions_and_products_only():
+    assert all(map(benchmark.is_kernel, ["aten::mkldnn_convolution", "aten::convolution_backward", "aten::mm",
+                                         "aten::addmm", "aten::_slow_conv2d_forward"]))
+    assert not any(map(benchmark.is_kernel, ["aten::add", "aten::max_pool2d_with_indices", "aten::mul_",
+                                             "autograd::engine::evaluate_function: ConvolutionBackward0",
+                                             "Optimizer.step#SGD.step", "aten::native_batch_norm"]))
+    x = torch.randn(1, 64, 64, 64)
+    w = torch.randn(64, 64, 3, 3)
+    assert benchmark.kernel_share(lambda: torch.exp(x)) == 0.0
+    both = benchmark.kernel_share(lambda: torch.exp(torch.nn.functional.conv2d(x, w)))
+    assert 0.5 < both < 1  # the convolution (0.28 GFLOP) outweighs the exp of its output
 
 
 def test_unknown_network_is_one_line():
