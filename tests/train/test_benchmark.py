@@ -132,8 +132,8 @@ def test_a_small_run_writes_the_report(tmp_path):
             f"{benchmark.kept(report['machine'])} (both sides)") in (out / "benchmark.md").read_text()
     assert all(v >= 0 for v in row["vmstat"].values()) and (set(row["vmstat"]) <= set(benchmark.VMSTAT))
     assert "| resnet18 (fan_afew_baseline:smoke) | 32 px, 2 |" in (out / "benchmark.md").read_text()
-    for kind in ("train", "eval"):  # a ResNet spends most of torch's time in convolutions
-        assert 0.3 < row[f"{kind}_torch_kernel_share"] < 1
+    for kind in ("train", "eval"):  # some of torch's time in kernels, not all (how much is timing: not tested)
+        assert 0 < row[f"{kind}_torch_kernel_share"] < 1
         assert row[f"{kind}_ceiling"] == pytest.approx(1 / row[f"{kind}_torch_kernel_share"])
     assert f"| {benchmark.kernels(row)} |" in (out / "benchmark.md").read_text()
 
@@ -144,11 +144,15 @@ def test_kernel_share_counts_convolutions_and_products_only():
     assert not any(map(benchmark.is_kernel, ["aten::add", "aten::max_pool2d_with_indices", "aten::mul_",
                                              "autograd::engine::evaluate_function: ConvolutionBackward0",
                                              "Optimizer.step#SGD.step", "aten::native_batch_norm"]))
-    x = torch.randn(1, 64, 64, 64)
-    w = torch.randn(64, 64, 3, 3)
+    x = torch.randn(1, 128, 64, 64)
+    w = torch.randn(128, 128, 3, 3)
     assert benchmark.kernel_share(lambda: torch.exp(x)) == 0.0
-    both = benchmark.kernel_share(lambda: torch.exp(torch.nn.functional.conv2d(x, w)))
-    assert 0.5 < both < 1  # the convolution (0.28 GFLOP) outweighs the exp of its output
+    # a convolution (1.1 GFLOP) is counted with the operators that wrap it (conv2d, convolution, ...); the exp of its
+    # output is counted as other work. Only the strict bounds are certain: measured idle, the convolution alone was
+    # 0.99 and with the exp 0.88-0.91, but a loaded machine moves the second (0.44 once in CI, where the exp's OpenMP
+    # threads waited for a core)
+    assert benchmark.kernel_share(lambda: torch.nn.functional.conv2d(x, w)) > 0.5
+    assert 0 < benchmark.kernel_share(lambda: torch.exp(torch.nn.functional.conv2d(x, w))) < 1
 
 
 def test_unknown_network_is_one_line():
