@@ -425,6 +425,32 @@ def test_max_pool_gradient_goes_to_torchs_first_maximum(window, stride, padding,
     assert ((windows == windows.max(dim=1, keepdim=True).values).sum(dim=1) > 1).any()
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("window, stride, padding, size", [(3, 2, 1, 9), (3, 2, 1, 12), (2, 2, 0, 8), (3, 1, 1, 6)])
+def test_max_pool_without_gradient_equals_torch(window, stride, padding, size, dtype):
+    """The evaluation path (no gradient: rows, then columns) gives torch's max_pool2d bit for bit, eager and jitted,
+    with ties, NaN, -inf and windows reaching into the padding, and the same as the training forward's taps."""
+    from fer_jax.models import layers
+
+    rng = np.random.default_rng(size + window)
+    x = rng.standard_normal((2, size, size, 5)).astype(dtype)
+    x[0, :2, :2, 0] = -np.inf  # a window all -inf but for the padding
+    x[1, 1, 1, 1] = x[1, 0, 2, 2] = np.nan
+    x[:, :, :, 3] = np.maximum(rng.integers(-2, 3, (2, size, size)), 0)  # ties
+    import torch
+
+    theirs = torch.nn.functional.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), window, stride, padding)
+    theirs = theirs.numpy().transpose(0, 2, 3, 1)
+    with jax.enable_x64(dtype == np.float64):
+        eager = np.asarray(layers.max_pool_torch(jnp.asarray(x), window, stride, padding))
+        jitted = np.asarray(jax.jit(layers.max_pool_torch, static_argnums=(1, 2, 3))(jnp.asarray(x), window, stride,
+                                                                                       padding))
+        taps = np.asarray(layers._max_pool_taps(jnp.asarray(x), window, stride, padding)[0])
+    assert eager.dtype == dtype and np.isnan(theirs).any() and np.isneginf(theirs).any()
+    for ours in (eager, jitted, taps):
+        np.testing.assert_array_equal(ours, theirs)
+
+
 def test_max_pool_gradient_routing_survives_fusion():
     """Under jit XLA may compute a fused pool input twice with different roundings (BatchNorm, then ReLU), so
     routing by comparing the input with the pooled output sent gradients astray (3.2 relative, float64); the
