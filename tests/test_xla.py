@@ -430,6 +430,8 @@ def test_max_pool_gradient_goes_to_torchs_first_maximum(window, stride, padding,
 def test_max_pool_without_gradient_equals_torch(window, stride, padding, size, dtype):
     """The evaluation path (no gradient: rows, then columns) gives torch's max_pool2d bit for bit, eager and jitted,
     with ties, NaN, -inf and windows reaching into the padding, and the same as the training forward's taps."""
+    import torch
+
     from fer_jax.models import layers
 
     rng = np.random.default_rng(size + window)
@@ -437,8 +439,6 @@ def test_max_pool_without_gradient_equals_torch(window, stride, padding, size, d
     x[0, :2, :2, 0] = -np.inf  # a window all -inf but for the padding
     x[1, 1, 1, 1] = x[1, 0, 2, 2] = np.nan
     x[:, :, :, 3] = np.maximum(rng.integers(-2, 3, (2, size, size)), 0)  # ties
-    import torch
-
     theirs = torch.nn.functional.max_pool2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), window, stride, padding)
     theirs = theirs.numpy().transpose(0, 2, 3, 1)
     with jax.enable_x64(dtype == np.float64):
