@@ -526,7 +526,8 @@ def kept(machine: dict) -> str:
 def kernels(row: dict) -> str:
     """`62 % / 80 % (1.61 / 1.24)`: torch's time in kernels, train / eval, and the ceilings of the two ratios."""
     share = " / ".join(f"{100 * row[f'{k}_torch_kernel_share']:.0f} %" for k in ("train", "eval"))
-    ceiling = " / ".join("-" if row[f"{k}_ceiling"] is None else f"{row[f'{k}_ceiling']:.2f}" for k in ("train", "eval"))
+    ceiling = " / ".join("-" if row[f"{k}_ceiling"] is None else f"{row[f'{k}_ceiling']:.2f}"
+                         for k in ("train", "eval"))
     return f"{share} ({ceiling})"
 
 
