@@ -15,7 +15,9 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   only the last is timed: a training loop's steady state, where a step follows a step. The first call after the
   other framework's turn pays for memory that sat unused meanwhile (on this project's VM a page fault costs
   5-7x more after a pause of a few seconds: the ConvNeXt-base step took 9.9-11.2 s right after torch's against
-  6.2-6.4 s after its own, with the same 826,000 faults);
+  6.2-6.4 s after its own, with the same 826,000 faults). Every round's ratio is kept too (the torch call over
+  the fer-jax call just before it), and the report shows their range: on this project's VM the kernel rates moved
+  by 11-25 % within an afternoon, and a row whose rounds disagree was measured while the machine moved;
 - first-call compile time, FLOPs per step from XLA's cost analysis (the same count is used for torch), achieved
   FLOP/s and its fraction of the device's peak (known GPUs and TPUs by name, a CPU's measured matrix-product
   rate, or `--peak_tflops`), train memory (XLA's buffer plan of the step);
@@ -395,10 +397,11 @@ def torch_cases(config: Any, example: dict, compile_: bool = False) -> dict[str,
 # --- one network ----------------------------------------------------------------------------------------
 
 
-def interleaved(cases: dict[str, Callable], reps: int, turn: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds per call of each case over `reps` rounds, and the median system CPU seconds per call (this
-    process, all threads: mostly page faults of fresh memory). After one warm-up call each, every round gives
-    each case in turn `turn` calls in a row and times the last (module docstring)."""
+def interleaved(cases: dict[str, Callable], reps: int,
+                turn: int) -> tuple[dict[str, float], dict[str, float], dict[str, list[float]]]:
+    """Median seconds per call of each case over `reps` rounds, the median system CPU seconds per call (this
+    process, all threads: mostly page faults of fresh memory), and every round's seconds. After one warm-up call
+    each, every round gives each case in turn `turn` calls in a row and times the last (module docstring)."""
     for fn in cases.values():
         fn()
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -412,7 +415,7 @@ def interleaved(cases: dict[str, Callable], reps: int, turn: int) -> tuple[dict[
             times[key].append(time.perf_counter() - start)
             system[key].append(resource.getrusage(resource.RUSAGE_SELF).ru_stime - sys0)
     return ({k: statistics.median(v) for k, v in times.items()},
-            {k: statistics.median(v) for k, v in system.items()})
+            {k: statistics.median(v) for k, v in system.items()}, times)
 
 
 VMSTAT = ("compact_stall", "thp_fault_alloc", "thp_fault_fallback")
@@ -487,19 +490,23 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
                 info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
         with CpuLoad() as load:
             before = vmstat()
-            median, system = interleaved(cases, reps, turn)
+            median, system, rounds = interleaved(cases, reps, turn)
             after = vmstat()
         share = {kind: kernel_share(tc[kind]) for kind in ("train", "eval")}
         pipeline = pipeline_rates(config, source, batch, workers) if workers else {}
     r = {"label": label, "network": config.model.name, "image_size": config.data.image_size, "batch": batch,
          "optimizer": config.optimizer.name + (" + SAM" if config.optimizer.get("sam_rho", 0) > 0 else ""),
          "task": config.task.name, "compute_dtype": config.compute_dtype, "seconds": median,
+         "round_seconds": rounds,
          "system_seconds": system, "vmstat": {k: after[k] - before[k] for k in after if k in before}, **info,
          "other_processes_cores": load.cores, "pipeline_examples_per_s": pipeline,
          "torch_threads": torch.get_num_threads(), "jax_backend": jax.default_backend()}
     for kind in ("train", "eval"):
         s = median[f"jax_{kind}"]
         r[f"{kind}_ratio"] = median[f"torch_{kind}"] / s
+        # each round's ratio: torch's call over the fer-jax call just before it; their range shows how much the
+        # machine moved within the measurement
+        r[f"{kind}_round_ratios"] = [t / j for t, j in zip(rounds[f"torch_{kind}"], rounds[f"jax_{kind}"])]
         if f"torch1_{kind}" in median:
             r[f"{kind}_ratio_torch1"] = median[f"torch1_{kind}"] / s
         if f"torchc_{kind}" in median:
@@ -523,6 +530,15 @@ def kept(machine: dict) -> str:
     return ", ".join(done) or "no"
 
 
+def ratio(row: dict, kind: str) -> str:
+    """`**1.27** [1.21-1.31] (2.01)`: the ratio of the medians, the range of the rounds' ratios, and in brackets
+    the ratio against torch with 1 thread (where measured)."""
+    rounds = row[f"{kind}_round_ratios"]
+    spread = f" [{min(rounds):.2f}-{max(rounds):.2f}]" if len(rounds) > 1 else ""
+    one = f" ({row[f'{kind}_ratio_torch1']:.2f})" if f"{kind}_ratio_torch1" in row else ""
+    return f"**{row[f'{kind}_ratio']:.2f}**{spread}{one}"
+
+
 def kernels(row: dict) -> str:
     """`62 % / 80 % (1.61 / 1.24)`: torch's time in kernels, train / eval, and the ceilings of the two ratios."""
     share = " / ".join(f"{100 * row[f'{k}_torch_kernel_share']:.0f} %" for k in ("train", "eval"))
@@ -539,7 +555,9 @@ def markdown(rows: list[dict], machine: dict) -> str:
     lines = [f"fer-jax vs torch eager on {machine['device']}; jax {machine['jax']}, torch {machine['torch']} "
              f"({machine['torch_threads']} threads); compute dtype: {machine['compute_dtype']}; medians of "
              f"{machine['reps']} interleaved repetitions, each the last of {machine['turn']} calls in a row; ratio = "
-             "torch time / fer-jax time (above 1: fer-jax faster), in brackets against torch with 1 thread; "
+             "torch time / fer-jax time (above 1: fer-jax faster), in square brackets the lowest and highest of the "
+             "rounds' ratios (each round's torch call over the fer-jax call just before it: how far the machine moved "
+             "within the measurement), in round brackets against torch with 1 thread; "
              f"GLIBC_TUNABLES: {machine['glibc_tunables'] or 'none'}; memory kept between calls "
              f"(fer_jax.cli.keep_memory): {kept(machine)} (both sides); torch in kernels: the share of torch's time in "
              "its convolution and matrix-product kernels (torch's profiler), and in brackets the ceiling it sets: the "
@@ -549,12 +567,11 @@ def markdown(rows: list[dict], machine: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["seconds"]
-        one = {k: f" ({r[f'{k}_ratio_torch1']:.2f})" if f"{k}_ratio_torch1" in r else "" for k in ("train", "eval")}
         load = "-" if r["other_processes_cores"] is None else f"{r['other_processes_cores']:.2f}"
         lines.append(f"| {r['network']} ({r['label']}) | {r['image_size']} px, {r['batch']} "
-                     f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | **{r['train_ratio']:.2f}**"
-                     f"{one['train']} | {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} "
-                     f"| **{r['eval_ratio']:.2f}**{one['eval']} | {kernels(r)} | {load} |")
+                     f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | {ratio(r, 'train')} "
+                     f"| {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} | {ratio(r, 'eval')} "
+                     f"| {kernels(r)} | {load} |")
     lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
               "FLOP/s use the same count); train memory: XLA's buffer plan of fer-jax's step (parameters, optimizer "
               "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); system CPU: the kernel's "

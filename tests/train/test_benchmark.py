@@ -86,9 +86,10 @@ def test_each_round_times_the_last_call_of_a_turn(monkeypatch, turn):
         return call
 
     monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
-    median, system = benchmark.interleaved({"a": case("a"), "b": case("b")}, reps=3, turn=turn)
+    median, system, rounds = benchmark.interleaved({"a": case("a"), "b": case("b")}, reps=3, turn=turn)
     assert calls == {"a": 1 + 3 * turn, "b": 1 + 3 * turn}  # one warm-up, then 3 rounds of `turn` calls
     assert median == {"a": 10.0 if turn == 1 else 1.0, "b": 10.0 if turn == 1 else 1.0}
+    assert rounds == {k: [v] * 3 for k, v in median.items()}
     assert set(system) == {"a", "b"}
 
 
@@ -136,6 +137,17 @@ def test_a_small_run_writes_the_report(tmp_path):
         assert 0 < row[f"{kind}_torch_kernel_share"] < 1
         assert row[f"{kind}_ceiling"] == pytest.approx(1 / row[f"{kind}_torch_kernel_share"])
     assert f"| {benchmark.kernels(row)} |" in (out / "benchmark.md").read_text()
+    for kind in ("train", "eval"):  # one round: its ratio is the ratio of the medians
+        assert row["round_seconds"][f"jax_{kind}"] == [s[f"jax_{kind}"]]
+        assert row[f"{kind}_round_ratios"] == [pytest.approx(row[f"{kind}_ratio"])]
+        assert f"| {benchmark.ratio(row, kind)} |" in (out / "benchmark.md").read_text()
+
+
+def test_ratio_cell_shows_the_rounds_range_and_one_thread():
+    row = {"eval_ratio": 1.27, "eval_round_ratios": [1.31, 1.212, 1.27], "eval_ratio_torch1": 2.014,
+           "train_ratio": 0.9, "train_round_ratios": [0.9]}
+    assert benchmark.ratio(row, "eval") == "**1.27** [1.21-1.31] (2.01)"
+    assert benchmark.ratio(row, "train") == "**0.90**"  # one round: no range
 
 
 def test_kernel_share_counts_convolutions_and_products_only():
