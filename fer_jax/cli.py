@@ -51,7 +51,7 @@ def keep_memory() -> dict[str, bool]:
     the last one was: when a step does not donate its state (`parallel.DataParallel.put_state` says why the first
     one could not) or an allocation made between steps is still alive (an asynchronous checkpoint save being
     written). ConvNeXt-base's `train.py` run peaked at 7.6 GB instead of 6.5 over one epoch, and at 7.4-11.7
-    instead of 8.7 over two. The README's speed section has whole runs. Results are bitwise the same.
+    instead of 8.7 over two. docs/speed.md has whole runs. Results are bitwise the same.
 
     Left alone: everything with `FER_JAX_KEEP_MEMORY=0`; malloc when the process's `GLIBC_TUNABLES` names one of
     `MALLOC_TUNABLES` (the user's choice) or the C library is not glibc; the dispatch mode when
@@ -87,8 +87,8 @@ def huge_pages() -> None:
     setting only at process start, hence the restart. Why not by default: measured here, whole training runs were
     8-19 % slower with it, the time going to building, compiling and first calling the steps (ConvNeXt-base's
     train step: 32 s without, 54 s with, most of it system time: on this VM a huge page that stayed free for a few
-    seconds costs ~4x more to fault in than small pages), while the steps themselves gained 0-12 %; the README's
-    speed section has the measurements, and the other risk: a fault may wait for the kernel to compact memory into
+    seconds costs ~4x more to fault in than small pages), while the steps themselves gained 0-12 %; docs/speed.md
+    has the measurements, and the other risk: a fault may wait for the kernel to compact memory into
     a huge page.
 
     Left alone: any `FER_JAX_HUGE_PAGES` other than `1`; a `GLIBC_TUNABLES` that already names

@@ -30,7 +30,7 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
   measured in separate processes; the ratios are therefore against a torch helped by it). With
   `FER_JAX_HUGE_PAGES=1` it also runs with huge pages for malloc's blocks (`fer_jax.cli.huge_pages`). The report
   names what keep_memory set and the `GLIBC_TUNABLES` it ran with, and counts the kernel's compaction stalls
-  meanwhile, from /proc/vmstat; see the README's speed section;
+  meanwhile, from /proc/vmstat; see docs/speed.md;
 - the grain input pipeline with 0, 1, 2 ... worker processes (`--workers`), examples/s against the train step's;
 - where torch's time goes: the share of each torch call (one more call of each case after the timed rounds, under
   torch's profiler) spent in its convolution and matrix-product kernels (oneDNN's and the BLAS's; `KERNEL_OPS`),

@@ -187,7 +187,7 @@ def kernel_gradient_operand(x: jax.Array) -> jax.Array:
     ResNet block's BatchNorm, residual sum and ReLU, for two blocks where one block's output feeds the next)
     in a loop that reads every operand across its channels; a plain transposing copy goes to XLA's tiled
     emitter instead. A transpose of a BatchNorm-ReLU output, 8 x 56x56 x 64: 6.7 -> 1.5 ms; train steps at
-    batch 8 (2026-12-06, interleaved A/B): DAN 721 -> 650 ms, ResNet34 1147 -> 1017 ms (README, "Speed").
+    batch 8 (2026-12-06, interleaved A/B): DAN 721 -> 650 ms, ResNet34 1147 -> 1017 ms (docs/speed.md).
     The values, and so every result, are the same. Not differentiated (evaluation), nothing changes: the
     primal is `x` itself.
     """
