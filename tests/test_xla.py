@@ -482,6 +482,7 @@ def test_max_pool_with_nan_follows_torch():
     with jax.enable_x64(True):
         y, vjp = jax.vjp(lambda v: layers.max_pool_torch(v, 2, 2, 0), jnp.asarray(x))
         (dx,) = vjp(jnp.asarray(g))
+        y, dx = np.asarray(y), np.asarray(dx)  # float64 arrays: indexed outside x64, jax would truncate them
     y_torch, dx_torch = _torch_max_pool(x, g, 2, 2, 0)
     np.testing.assert_array_equal(y, y_torch)  # NaN where torch has NaN
     np.testing.assert_array_equal(dx, dx_torch)
@@ -503,6 +504,7 @@ def test_max_pool_of_minus_infinity_follows_torch():
         y, vjp = jax.vjp(lambda v: layers.max_pool_torch(v, 3, 2, 1), jnp.asarray(x))
         (dx,) = vjp(jnp.asarray(g))
         dx_jit = jax.jit(jax.grad(lambda v: jnp.vdot(layers.max_pool_torch(v, 3, 2, 1), g)))(x)
+        y, dx, dx_jit = np.asarray(y), np.asarray(dx), np.asarray(dx_jit)  # float64, as in the test above
     y_torch, dx_torch = _torch_max_pool(x, g, 3, 2, 1)
     np.testing.assert_array_equal(y, y_torch)
     assert y[0, 0, 0, 0] == y[0, 2, 2, 1] == y[0, 0, 2, 2] == y[0, 2, 0, 2] == -np.inf

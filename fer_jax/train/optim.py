@@ -107,7 +107,7 @@ def sam(tx: optax.GradientTransformation, rho: float, adaptive: bool = False, ep
         if grad_fn is None or params is None:
             raise ValueError("sam needs params and the training step's grad_fn(params, pass_index)")
         scaled = jax.tree.map(lambda g, w: g * jnp.abs(w), updates, params) if adaptive else updates
-        norm = optax.global_norm(scaled)
+        norm = optax.tree.norm(scaled)  # the global L2 norm (what the deprecated optax.global_norm calls)
         scale = rho / (norm + eps)
         e = jax.tree.map(lambda g, w: (w * w if adaptive else 1.0) * g * scale.astype(g.dtype), updates, params)
         second = grad_fn(jax.tree.map(jnp.add, params, e), 1)
