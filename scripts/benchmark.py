@@ -8,7 +8,9 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
 
 - train step: forward, the recipe task's loss, backward and the recipe's optimizer (SAM's two passes included),
   fer-jax under `jit` (with fer_jax.xla's options, the parameters donated) against the reference in torch eager
-  mode (`porting.reference.training`: the same loss and optimizer in torch), torch also with 1 thread;
+  mode (`porting.reference.training`: the same loss and optimizer in torch), torch also with 1 thread and under
+  `torch.compile` (its default inductor backend, which on a CPU keeps oneDNN's convolutions and fuses the other
+  operators into generated C++ loops; `--notorch_compile` leaves it out, and where it fails the row says why);
 - eval forward: the network in eval mode, no gradient;
 - repetitions interleaved in one process (jax, torch, torch 1 thread, ... per round), medians; speed ratio =
   torch time / fer-jax time (above 1: fer-jax is faster). In each round a case runs `--turn` calls in a row and
@@ -93,7 +95,8 @@ _TURN = flags.DEFINE_integer("turn", 2, "calls of a case in a row in each round,
                             lower_bound=1)
 _WORKERS = flags.DEFINE_list("workers", ["0", "1", "2"], "input-pipeline worker counts to measure (empty: none)")
 _PEAK = flags.DEFINE_float("peak_tflops", None, "the device's peak in TFLOP/s (default: detected)")
-_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", False, "also time torch.compile'd torch steps")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "also time the torch steps under torch.compile (where it "
+                                   "works: a failure is reported in the row, not fatal)")
 _ONE_THREAD = flags.DEFINE_bool("torch_one_thread", True, "also time torch with 1 thread")
 _OUT = flags.DEFINE_string("out", None, "write benchmark.md and benchmark.json into this directory")
 _DTYPE = flags.DEFINE_enum("compute_dtype", None, ["float32", "bfloat16"],
@@ -484,10 +487,13 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
             try:
                 compiled = torch_cases(config, example, compile_=True)
                 for kind in ("train", "eval"):
+                    start = time.perf_counter()
                     compiled[kind]()  # compiles here, outside the timed rounds
+                    info[f"{kind}_torch_compile_s"] = time.perf_counter() - start
                 cases.update({"torchc_train": compiled["train"], "torchc_eval": compiled["eval"]})
             except Exception as e:  # noqa: BLE001 - torch.compile's failures are reported, not fatal
-                info["torch_compile_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                lines = str(e).strip().splitlines() or [""]
+                info["torch_compile_error"] = f"{type(e).__name__}: {lines[0][:200]}"
         with CpuLoad() as load:
             before = vmstat()
             median, system, rounds = interleaved(cases, reps, turn)
@@ -511,6 +517,8 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
             r[f"{kind}_ratio_torch1"] = median[f"torch1_{kind}"] / s
         if f"torchc_{kind}" in median:
             r[f"{kind}_ratio_torch_compile"] = median[f"torchc_{kind}"] / s
+            r[f"{kind}_round_ratios_torch_compile"] = [t / j for t, j in zip(rounds[f"torchc_{kind}"],
+                                                                             rounds[f"jax_{kind}"])]
         r[f"{kind}_examples_per_s"] = batch / s
         r[f"{kind}_torch_kernel_share"] = share[kind]
         r[f"{kind}_ceiling"] = 1.0 / share[kind] if share[kind] else None  # no kernels: no ceiling
@@ -539,6 +547,21 @@ def ratio(row: dict, kind: str) -> str:
     return f"**{row[f'{kind}_ratio']:.2f}**{spread}{one}"
 
 
+def compile_ratios(row: dict) -> str:
+    """`0.96 [0.90-1.02] / 0.84`: the ratios against torch.compile, train / eval, each with its rounds' range;
+    `failed` where torch.compile failed (the error is under the table), `-` where it was not asked for."""
+    if "torch_compile_error" in row:
+        return "failed"
+    cells = []
+    for kind in ("train", "eval"):
+        if f"{kind}_ratio_torch_compile" not in row:
+            return "-"
+        rounds = row[f"{kind}_round_ratios_torch_compile"]
+        spread = f" [{min(rounds):.2f}-{max(rounds):.2f}]" if len(rounds) > 1 else ""
+        cells.append(f"{row[f'{kind}_ratio_torch_compile']:.2f}{spread}")
+    return " / ".join(cells)
+
+
 def kernels(row: dict) -> str:
     """`62 % / 80 % (1.61 / 1.24)`: torch's time in kernels, train / eval, and the ceilings of the two ratios."""
     share = " / ".join(f"{100 * row[f'{k}_torch_kernel_share']:.0f} %" for k in ("train", "eval"))
@@ -561,29 +584,37 @@ def markdown(rows: list[dict], machine: dict) -> str:
              f"GLIBC_TUNABLES: {machine['glibc_tunables'] or 'none'}; memory kept between calls "
              f"(fer_jax.cli.keep_memory): {kept(machine)} (both sides); torch in kernels: the share of torch's time in "
              "its convolution and matrix-product kernels (torch's profiler), and in brackets the ceiling it sets: the "
-             "ratio fer-jax would reach with those kernels at torch's speed and everything else free.", "",
+             "ratio fer-jax would reach with those kernels at torch's speed and everything else free; against "
+             "torch.compile: the same ratios against torch's steps compiled by torch.compile (its default inductor "
+             "backend; its first call's time in the second table).", "",
              "| network (recipe) | input, batch | train ms: fer-jax / torch | train ratio | eval ms: fer-jax / torch "
-             "| eval ratio | torch in kernels: train / eval (ceiling) | others' CPU (cores) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| eval ratio | torch in kernels: train / eval (ceiling) | against torch.compile: train / eval "
+             "| others' CPU (cores) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         s = r["seconds"]
         load = "-" if r["other_processes_cores"] is None else f"{r['other_processes_cores']:.2f}"
         lines.append(f"| {r['network']} ({r['label']}) | {r['image_size']} px, {r['batch']} "
                      f"| {1e3 * s['jax_train']:.0f} / {1e3 * s['torch_train']:.0f} | {ratio(r, 'train')} "
                      f"| {1e3 * s['jax_eval']:.0f} / {1e3 * s['torch_eval']:.0f} | {ratio(r, 'eval')} "
-                     f"| {kernels(r)} | {load} |")
+                     f"| {kernels(r)} | {compile_ratios(r)} | {load} |")
+    failed = [f"- torch.compile failed for {r['network']}: {r['torch_compile_error']}" for r in rows
+              if "torch_compile_error" in r]
+    lines += ["", *failed] if failed else []
     lines += ["", f"Compute against the {machine['peak']} (FLOPs from XLA's cost analysis of each step; torch's "
               "FLOP/s use the same count); train memory: XLA's buffer plan of fer-jax's step (parameters, optimizer "
               "state, batch and temporaries; torch's CPU allocator keeps no peak to compare); system CPU: the kernel's "
               "time in the process during a step, mostly page faults of memory allocated afresh (kernel compaction "
               f"stalls while timing, system-wide: {stalls}); the input pipeline (the recipe's preprocessing) by "
               "worker processes, against the examples/s the fer-jax train step consumes.", "",
-              "| network | compile s: train / eval | GFLOP: train / eval | fer-jax GFLOP/s: train / eval (% of peak) "
-              "| torch GFLOP/s: train / eval | train memory MB | system CPU s per train step: fer-jax / torch "
+              "| network | compile s: train / eval (torch.compile's first call) | GFLOP: train / eval "
+              "| fer-jax GFLOP/s: train / eval (% of peak) | torch GFLOP/s: train / eval | train memory MB | system CPU s per train step: fer-jax / torch "
               "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
-        lines.append(f"| {r['network']} | {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f} "
+        torch_first = (f" ({r['train_torch_compile_s']:.0f} / {r['eval_torch_compile_s']:.0f})"
+                       if "eval_torch_compile_s" in r else "")
+        lines.append(f"| {r['network']} | {r['train_compile_s']:.0f} / {r['eval_compile_s']:.0f}{torch_first} "
                      f"| {r['train_flops'] / 1e9:.1f} / {r['eval_flops'] / 1e9:.1f} "
                      f"| {r['train_flops_per_s'] / 1e9:.0f} / {r['eval_flops_per_s'] / 1e9:.0f} "
                      f"({100 * r['train_mfu']:.0f} % / {100 * r['eval_mfu']:.0f} %) "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -108,10 +109,13 @@ def test_nominal_flops_per_cycle_follow_the_fma_units(vendor, family, flags, per
 
 def test_a_small_run_writes_the_report(tmp_path):
     out = tmp_path / "bench"
+    # torch.compile is on by default; TORCH_COMPILE_DISABLE makes its steps run eagerly, so that the run times the
+    # torch.compile cases and reports their ratios without paying inductor's compilation (~60 s here, cold). The
+    # benchmark's own runs compile for real (README, Speed).
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--networks", "resnet18",
                         "--variant", "smoke", "--batch", "2", "--reps", "1", "--turn", "2", "--workers", "0",
                         "--torch_one_thread=false", "--compute_dtype", "bfloat16", "--out", str(out)],
-                       capture_output=True, text=True, timeout=600)
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "TORCH_COMPILE_DISABLE": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "benchmark.json").read_text())
     (row,) = report["rows"]
@@ -141,6 +145,15 @@ def test_a_small_run_writes_the_report(tmp_path):
         assert row["round_seconds"][f"jax_{kind}"] == [s[f"jax_{kind}"]]
         assert row[f"{kind}_round_ratios"] == [pytest.approx(row[f"{kind}_ratio"])]
         assert f"| {benchmark.ratio(row, kind)} |" in (out / "benchmark.md").read_text()
+    for kind in ("train", "eval"):  # the torch.compile case is timed in the same rounds
+        assert row[f"{kind}_ratio_torch_compile"] == pytest.approx(s[f"torchc_{kind}"] / s[f"jax_{kind}"])
+        assert row[f"{kind}_torch_compile_s"] > 0
+    assert f"| {benchmark.compile_ratios(row)} |" in (out / "benchmark.md").read_text()
+    # where torch.compile fails, the row says so and the error is one line under the table
+    failed = {**row, "torch_compile_error": "InvalidCxxCompiler: No working C++ compiler found"}
+    text = benchmark.markdown([failed], report["machine"])
+    assert "| failed |" in text
+    assert "- torch.compile failed for resnet18: InvalidCxxCompiler: No working C++ compiler found" in text
 
 
 def test_ratio_cell_shows_the_rounds_range_and_one_thread():
@@ -148,6 +161,14 @@ def test_ratio_cell_shows_the_rounds_range_and_one_thread():
            "train_ratio": 0.9, "train_round_ratios": [0.9]}
     assert benchmark.ratio(row, "eval") == "**1.27** [1.21-1.31] (2.01)"
     assert benchmark.ratio(row, "train") == "**0.90**"  # one round: no range
+
+
+def test_compile_cell_shows_both_ratios_with_their_ranges():
+    row = {"train_ratio_torch_compile": 0.962, "train_round_ratios_torch_compile": [0.9, 1.02, 0.96],
+           "eval_ratio_torch_compile": 0.84, "eval_round_ratios_torch_compile": [0.84]}
+    assert benchmark.compile_ratios(row) == "0.96 [0.90-1.02] / 0.84"
+    assert benchmark.compile_ratios({}) == "-"  # --notorch_compile
+    assert benchmark.compile_ratios({**row, "torch_compile_error": "E: x"}) == "failed"
 
 
 def test_kernel_share_counts_convolutions_and_products_only():
