@@ -608,7 +608,8 @@ def markdown(rows: list[dict], machine: dict) -> str:
               f"stalls while timing, system-wide: {stalls}); the input pipeline (the recipe's preprocessing) by "
               "worker processes, against the examples/s the fer-jax train step consumes.", "",
               "| network | compile s: train / eval (torch.compile's first call) | GFLOP: train / eval "
-              "| fer-jax GFLOP/s: train / eval (% of peak) | torch GFLOP/s: train / eval | train memory MB | system CPU s per train step: fer-jax / torch "
+              "| fer-jax GFLOP/s: train / eval (% of peak) | torch GFLOP/s: train / eval | train memory MB "
+              "| system CPU s per train step: fer-jax / torch "
               "| pipeline examples/s by workers | train step examples/s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pipe = ", ".join(f"{w}: {v:.0f}" for w, v in r["pipeline_examples_per_s"].items()) or "-"
