@@ -9,8 +9,9 @@ own preprocessing of synthetic data in the recipe's dataset layout, at the recip
 - train step: forward, the recipe task's loss, backward and the recipe's optimizer (SAM's two passes included),
   fer-jax under `jit` (with fer_jax.xla's options, the parameters donated) against the reference in torch eager
   mode (`porting.reference.training`: the same loss and optimizer in torch), torch also with 1 thread and under
-  `torch.compile` (its default inductor backend, which on a CPU keeps oneDNN's convolutions and fuses the other
-  operators into generated C++ loops; `--notorch_compile` leaves it out, and where it fails the row says why);
+  `torch.compile` (its default inductor backend, which on a CPU keeps oneDNN's convolutions, laid out
+  channels-last, and fuses the other operators into generated C++ loops; `--notorch_compile` leaves it out, and
+  where it fails the row says why);
 - eval forward: the network in eval mode, no gradient;
 - repetitions interleaved in one process (jax, torch, torch 1 thread, ... per round), medians; speed ratio =
   torch time / fer-jax time (above 1: fer-jax is faster). In each round a case runs `--turn` calls in a row and
