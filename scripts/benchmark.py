@@ -511,15 +511,14 @@ def run_one(label: str, config: Any, batch: int, reps: int, turn: int, workers: 
     for kind in ("train", "eval"):
         s = median[f"jax_{kind}"]
         r[f"{kind}_ratio"] = median[f"torch_{kind}"] / s
-        # each round's ratio: torch's call over the fer-jax call just before it; their range shows how much the
+        # each round's ratio: the torch call over the fer-jax call just before it; their range shows how much the
         # machine moved within the measurement
-        r[f"{kind}_round_ratios"] = [t / j for t, j in zip(rounds[f"torch_{kind}"], rounds[f"jax_{kind}"])]
+        r[f"{kind}_round_ratios"] = round_ratios(rounds, "torch", kind)
         if f"torch1_{kind}" in median:
             r[f"{kind}_ratio_torch1"] = median[f"torch1_{kind}"] / s
         if f"torchc_{kind}" in median:
             r[f"{kind}_ratio_torch_compile"] = median[f"torchc_{kind}"] / s
-            r[f"{kind}_round_ratios_torch_compile"] = [t / j for t, j in zip(rounds[f"torchc_{kind}"],
-                                                                             rounds[f"jax_{kind}"])]
+            r[f"{kind}_round_ratios_torch_compile"] = round_ratios(rounds, "torchc", kind)
         r[f"{kind}_examples_per_s"] = batch / s
         r[f"{kind}_torch_kernel_share"] = share[kind]
         r[f"{kind}_ceiling"] = 1.0 / share[kind] if share[kind] else None  # no kernels: no ceiling
@@ -539,13 +538,21 @@ def kept(machine: dict) -> str:
     return ", ".join(done) or "no"
 
 
+def round_ratios(rounds: dict[str, list[float]], torch_case: str, kind: str) -> list[float]:
+    """Every round's ratio of `{torch_case}_{kind}`: its call over the fer-jax call just before it."""
+    return [t / j for t, j in zip(rounds[f"{torch_case}_{kind}"], rounds[f"jax_{kind}"])]
+
+
+def spread(ratios: list[float]) -> str:
+    """` [1.21-1.31]`: the range of the rounds' ratios (nothing for a single round)."""
+    return f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(ratios) > 1 else ""
+
+
 def ratio(row: dict, kind: str) -> str:
     """`**1.27** [1.21-1.31] (2.01)`: the ratio of the medians, the range of the rounds' ratios, and in brackets
     the ratio against torch with 1 thread (where measured)."""
-    rounds = row[f"{kind}_round_ratios"]
-    spread = f" [{min(rounds):.2f}-{max(rounds):.2f}]" if len(rounds) > 1 else ""
     one = f" ({row[f'{kind}_ratio_torch1']:.2f})" if f"{kind}_ratio_torch1" in row else ""
-    return f"**{row[f'{kind}_ratio']:.2f}**{spread}{one}"
+    return f"**{row[f'{kind}_ratio']:.2f}**{spread(row[f'{kind}_round_ratios'])}{one}"
 
 
 def compile_ratios(row: dict) -> str:
@@ -557,9 +564,7 @@ def compile_ratios(row: dict) -> str:
     for kind in ("train", "eval"):
         if f"{kind}_ratio_torch_compile" not in row:
             return "-"
-        rounds = row[f"{kind}_round_ratios_torch_compile"]
-        spread = f" [{min(rounds):.2f}-{max(rounds):.2f}]" if len(rounds) > 1 else ""
-        cells.append(f"{row[f'{kind}_ratio_torch_compile']:.2f}{spread}")
+        cells.append(f"{row[f'{kind}_ratio_torch_compile']:.2f}{spread(row[f'{kind}_round_ratios_torch_compile'])}")
     return " / ".join(cells)
 
 
